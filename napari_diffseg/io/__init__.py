@@ -1,0 +1,35 @@
+"""File readers and writers for napari-diffseg.
+
+Readers return a :class:`Video` whose ``frames`` are ``(T, H, W)`` (T frames of H x W
+pixels; ``(T, H, W, 3)`` for colour sources read with ``keep_color=True``) in the
+source's dtype. Supported: MP4/AVI/MOV/GIF videos, (multi-frame) DICOM, TIFF stacks,
+folders of numbered frames and DAVIS-style datasets with annotations. Bad input raises
+:class:`ReadError`; writers raise :class:`WriteError` and replace files atomically.
+
+This package imports no torch, Qt or napari.
+"""
+
+from .core import FORMATS, SUPPORTED_DESCRIPTION, Video, VideoMetadata
+from .davis import list_sequences, read_classes, read_dataset
+from .detect import detect_format, read
+from .errors import ReadError, WriteError
+from .palette import DEFAULT_PALETTE
+from .writers import write_annotations, write_davis, write_tiff
+
+__all__ = [
+    "DEFAULT_PALETTE",
+    "FORMATS",
+    "SUPPORTED_DESCRIPTION",
+    "ReadError",
+    "Video",
+    "VideoMetadata",
+    "WriteError",
+    "detect_format",
+    "list_sequences",
+    "read",
+    "read_classes",
+    "read_dataset",
+    "write_annotations",
+    "write_davis",
+    "write_tiff",
+]

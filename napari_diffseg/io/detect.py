@@ -1,0 +1,95 @@
+"""Format detection and the :func:`read` entry point that dispatches to the readers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from .core import (
+    DICOM_SUFFIXES,
+    IMAGE_SUFFIXES,
+    SUPPORTED_DESCRIPTION,
+    TIFF_SUFFIXES,
+    VIDEO_SUFFIXES,
+    Video,
+)
+from .davis import is_davis_root, is_davis_sequence_dir, read_davis
+from .dicom import has_dicom_magic, read_dicom
+from .errors import ReadError
+from .frames import has_image_files, read_frame_folder
+from .tiff import read_tiff
+from .video import read_video
+
+logger = logging.getLogger(__name__)
+
+_READERS: dict[str, Callable[..., Video]] = {
+    "video": read_video,
+    "dicom": read_dicom,
+    "tiff": read_tiff,
+    "frames": read_frame_folder,
+}
+
+
+def detect_format(path: str | Path) -> str | None:
+    """Guess the format of ``path`` cheaply, or ``None`` if it is not one we read.
+
+    Files: by extension (video, DICOM, TIFF), else by the ``DICM`` marker at byte 128.
+    Folders: ``"davis"`` for a dataset root or one of its sequence folders, ``"frames"``
+    if the folder holds image files.
+    """
+    try:
+        path = Path(path)
+        if path.is_dir():
+            if is_davis_root(path) or is_davis_sequence_dir(path):
+                return "davis"
+            return "frames" if has_image_files(path) else None
+        if not path.is_file():
+            return None
+    except (TypeError, ValueError, OSError):
+        return None
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        return "video"
+    if suffix in DICOM_SUFFIXES:
+        return "dicom"
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    if suffix in IMAGE_SUFFIXES:
+        return None  # a single still image: not a video
+    return "dicom" if has_dicom_magic(path) else None
+
+
+def read(path: str | Path, *, keep_color: bool = False, sequence: str | None = None) -> Video:
+    """Read a video from any supported source (see :data:`SUPPORTED_DESCRIPTION`).
+
+    Returns a :class:`Video` with frames ``(T, H, W)`` (or ``(T, H, W, 3)`` with
+    ``keep_color=True`` for colour sources). ``sequence`` picks a DAVIS sequence.
+    Raises :class:`ReadError` for anything that cannot be read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ReadError(f"{path}: does not exist", path=path)
+    fmt = detect_format(path)
+    if fmt is None:
+        if path.is_dir():
+            problem = "is empty" if not any(path.iterdir()) else "contains no readable frames"
+            raise ReadError(
+                f"{path}: folder {problem}; supported: {SUPPORTED_DESCRIPTION}", path=path
+            )
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            raise ReadError(
+                f"{path}: a single {path.suffix} image is not a video; open the folder that "
+                "holds the numbered frames instead",
+                path=path,
+            )
+        kind = f"file type {path.suffix!r}" if path.suffix else "file without extension"
+        raise ReadError(
+            f"{path}: unsupported {kind}; supported: {SUPPORTED_DESCRIPTION}", path=path
+        )
+    logger.debug("reading %s as %s", path, fmt)
+    if fmt == "davis":
+        return read_davis(path, keep_color=keep_color, sequence=sequence)
+    if sequence is not None:
+        logger.warning("ignoring sequence=%r: %s is not a DAVIS dataset", sequence, path)
+    return _READERS[fmt](path, keep_color=keep_color)
