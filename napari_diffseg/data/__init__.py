@@ -1,0 +1,24 @@
+"""Synthetic X-ray coronary angiography with exact pixel ground truth.
+
+Stands in for clinical data (which cannot be shipped) in sample data, tests and
+benchmarks. Pure numpy / scipy / PIL: no torch, Qt or napari imports.
+
+>>> seq = generate_sequence(SyntheticConfig(size=128, frames=8, seed=1))
+>>> seq.frames.shape, seq.labels.shape
+((8, 128, 128), (8, 128, 128))
+"""
+
+from .config import DEFAULT_CLASSES, SyntheticConfig
+from .dataset import make_dataset
+from .preview import contact_sheet, overlay
+from .synthetic import SyntheticSequence, generate_sequence
+
+__all__ = [
+    "DEFAULT_CLASSES",
+    "SyntheticConfig",
+    "SyntheticSequence",
+    "contact_sheet",
+    "generate_sequence",
+    "make_dataset",
+    "overlay",
+]

@@ -1,0 +1,215 @@
+"""Options of the synthetic angiography generator and the scene parameters drawn from them.
+
+:class:`SyntheticConfig` is the public knob set. :func:`draw_scene_params` turns it into a
+:class:`SceneParams` record: every random or difficulty-dependent number of the scene is
+drawn there, in one place, from ``np.random.default_rng`` seeded by the config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["DEFAULT_CLASSES", "SceneParams", "SyntheticConfig", "draw_scene_params"]
+
+DEFAULT_CLASSES: dict[int, str] = {0: "background", 1: "vessel", 2: "catheter", 3: "guidewire"}
+
+#: Reference image size: lengths quoted "at 512" scale with ``min(H, W) / REFERENCE_SIZE``.
+REFERENCE_SIZE = 512
+#: Detector pixel pitch at the reference size (mm); the field of view is kept constant.
+REFERENCE_PIXEL_MM = 0.3
+
+
+@dataclass
+class SyntheticConfig:
+    """Options of :func:`napari_diffseg.data.generate_sequence`.
+
+    Attributes
+    ----------
+    size
+        Image size ``H, W`` in pixels (an int means square), 64..1024 recommended.
+    frames
+        Number of frames ``T`` (>= 1). The contrast bolus always spans the sequence (wash-in,
+        plateau, wash-out over the T frames; a single frame shows the plateau), while cardiac
+        and respiratory motion run in real time at ``fps``.
+    seed
+        Seed of every random draw; the same config always gives identical arrays.
+    difficulty
+        0 (easy) .. 1 (hard): fewer photons, less iodine, more motion, more anatomical
+        clutter and thinner distal vessels.
+    fps
+        Frame rate (s^-1) used for the motion time axis and stored on the sequence.
+    guidewire
+        Whether a guidewire is present; ``None`` decides at random (about 60 %).
+    heart_rate_bpm
+        Heart rate; ``None`` draws 60..95 bpm.
+    catheter_side
+        Image edge the catheter enters from, ``"bottom"`` or ``"right"``; ``None`` = random.
+    label_threshold
+        Relative iodine concentration (peak = 1) above which a vessel pixel is labelled.
+    min_label_contrast
+        Minimum centreline darkening after detector blur (attenuation units, about the
+        relative intensity drop) for a vessel pixel to be labelled.
+    min_label_snr
+        The darkening must also exceed this multiple of the quantum-noise std, so that
+        labelled vessel is visibly dark at every difficulty.
+    min_radius_px
+        Floor of the rendered vessel radius, keeping distal vessels visible at small sizes.
+    detector_sigma
+        Detector blur (Gaussian PSF sigma, pixels); ``None`` draws 0.7..1.2.
+    noise
+        Apply quantum noise (turn off for noise-free reference images).
+    """
+
+    size: int | tuple[int, int] = 256
+    frames: int = 40
+    seed: int = 0
+    difficulty: float = 0.5
+    fps: float = 15.0
+    guidewire: bool | None = None
+    heart_rate_bpm: float | None = None
+    catheter_side: str | None = None
+    label_threshold: float = 0.12
+    min_label_contrast: float = 0.05
+    min_label_snr: float = 2.5
+    min_radius_px: float = 0.6
+    detector_sigma: float | None = None
+    noise: bool = True
+
+    def __post_init__(self) -> None:
+        h, w = self.shape
+        if h < 16 or w < 16:
+            raise ValueError(f"size must be at least 16 px, got {self.size!r}")
+        if self.frames < 1:
+            raise ValueError(f"frames must be >= 1, got {self.frames}")
+        if not 0.0 <= self.difficulty <= 1.0:
+            raise ValueError(f"difficulty must be within [0, 1], got {self.difficulty}")
+        if self.fps <= 0:
+            raise ValueError(f"fps must be positive, got {self.fps}")
+        if self.catheter_side not in (None, "bottom", "right"):
+            raise ValueError(f"catheter_side must be None, 'bottom' or 'right', got "
+                             f"{self.catheter_side!r}")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Image shape ``(H, W)``."""
+        if isinstance(self.size, (int, np.integer)):
+            return int(self.size), int(self.size)
+        h, w = self.size
+        return int(h), int(w)
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """Every number that defines one synthetic scene (drawn by :func:`draw_scene_params`).
+
+    Lengths are in pixels of the output image, attenuations are line-integral units
+    (``I = I0 * exp(-A)``), ``mu_*`` are attenuation coefficients per millimetre.
+    """
+
+    shape: tuple[int, int]
+    scale: float  # min(H, W) / 512
+    pixel_mm: float
+    difficulty: float
+    # vessel tree
+    main_radius: float
+    distal_radius: float
+    min_radius: float
+    n_main_branches: int
+    side_branches: tuple[int, int]
+    # devices
+    catheter_radius: float
+    catheter_side: str
+    guidewire: bool
+    guidewire_radius: float
+    mu_catheter_wall: float
+    mu_guidewire: float
+    # contrast agent and bolus (time in units of the sequence duration)
+    mu_iodine: float
+    bolus_arrival: float
+    bolus_rise: float
+    bolus_plateau: float
+    bolus_decay: float
+    bolus_front_span: float
+    label_threshold: float
+    min_label_contrast: float
+    # motion
+    heart_rate_hz: float
+    cardiac_phase0: float
+    contraction: float
+    rotation_rad: float
+    nonrigid_px: float
+    resp_period_s: float
+    resp_phase0: float
+    resp_amplitude_px: float
+    resp_angle_rad: float
+    # anatomy
+    clutter: float
+    # image formation
+    photons: float
+    detector_sigma: float
+    display_level: float
+    display_gain: float
+    vignette: float
+    noise: bool
+
+
+def draw_scene_params(config: SyntheticConfig, rng: np.random.Generator) -> SceneParams:
+    """Draw the scene parameters of ``config`` (difficulty scaling lives here).
+
+    Difficulty only scales amplitudes (never the number of draws), so one seed gives the same
+    scene layout at every difficulty.
+    """
+    h, w = config.shape
+    d = float(config.difficulty)
+    scale = min(h, w) / REFERENCE_SIZE
+    u = rng.uniform
+    # draw every optional value unconditionally so that fixing one option (e.g. guidewire)
+    # does not reshuffle the rest of the scene
+    guidewire_draw, side_draw, hr_draw, sigma_draw = u(), u(), u(60.0, 95.0), u(0.7, 1.2)
+    guidewire = bool(guidewire_draw < 0.6) if config.guidewire is None else bool(config.guidewire)
+    side = config.catheter_side or ("bottom" if side_draw < 0.6 else "right")
+    hr = config.heart_rate_bpm if config.heart_rate_bpm is not None else hr_draw
+    sigma = config.detector_sigma if config.detector_sigma is not None else sigma_draw
+    return SceneParams(
+        shape=(h, w),
+        scale=scale,
+        pixel_mm=REFERENCE_PIXEL_MM / scale,
+        difficulty=d,
+        main_radius=u(5.0, 6.5) * scale * (1.0 - 0.15 * d),
+        distal_radius=u(1.0, 1.4) * scale * (1.0 - 0.35 * d),
+        min_radius=config.min_radius_px,
+        n_main_branches=int(rng.choice([2, 2, 3])),
+        side_branches=(3, 6),
+        catheter_radius=max(u(2.8, 3.3) * scale, 1.0),
+        catheter_side=side,
+        guidewire=guidewire,
+        guidewire_radius=max(0.6 * scale, 0.5),
+        mu_catheter_wall=u(0.22, 0.3),
+        mu_guidewire=u(2.2, 2.8),
+        mu_iodine=u(0.45, 0.55) * (1.0 - 0.4 * d),
+        bolus_arrival=u(0.03, 0.12),
+        bolus_rise=u(0.06, 0.1),
+        bolus_plateau=u(0.28, 0.4),
+        bolus_decay=u(0.08, 0.13),
+        bolus_front_span=u(0.08, 0.16),
+        label_threshold=config.label_threshold,
+        min_label_contrast=config.min_label_contrast,
+        heart_rate_hz=hr / 60.0,
+        cardiac_phase0=u(0.0, 1.0),
+        contraction=u(0.8, 1.2) * (0.015 + 0.04 * d),
+        rotation_rad=np.deg2rad(u(-1.0, 1.0) * (0.5 + 2.5 * d)),
+        nonrigid_px=u(0.5, 1.0) * (1.0 + 4.0 * d) * scale,
+        resp_period_s=u(3.5, 5.5),
+        resp_phase0=u(0.0, 2.0 * np.pi),
+        resp_amplitude_px=u(0.5, 1.0) * (0.004 + 0.02 * d) * min(h, w),
+        resp_angle_rad=np.deg2rad(u(-25.0, 25.0)),
+        clutter=u(0.85, 1.15) * (0.6 + 0.8 * d),
+        photons=float(np.exp(np.interp(d, [0.0, 1.0], [np.log(400.0), np.log(40.0)]))),
+        detector_sigma=float(sigma),
+        display_level=u(135.0, 165.0),
+        display_gain=u(105.0, 135.0),
+        vignette=u(0.15, 0.3),
+        noise=config.noise,
+    )
