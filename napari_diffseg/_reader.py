@@ -1,0 +1,45 @@
+"""npe2 reader hook: File ▸ Open and drag-and-drop for every format `napari_diffseg.io` reads."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from napari_diffseg._layers import LayerData, video_to_layers
+from napari_diffseg.io import detect_format, list_sequences, read, read_dataset
+
+logger = logging.getLogger(__name__)
+
+
+def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
+    """Return a reader when every path is a format we read, else None (napari tries others)."""
+    paths = [path] if isinstance(path, str | Path) else list(path)
+    if not paths or any(detect_format(p) is None for p in paths):
+        return None
+    return read_layers
+
+
+def read_layers(path: str | list[str]) -> list[LayerData]:
+    """Read each path into layer-data tuples. A DAVIS root with several sequences opens all of
+    them, only the first one visible. Bad input raises `napari_diffseg.io.ReadError`, whose
+    message (file and problem) napari shows as a notification."""
+    paths = [path] if isinstance(path, str | Path) else list(path)
+    layers: list[LayerData] = []
+    for p in paths:
+        if detect_format(p) == "davis" and len(_sequences_or_empty(p)) > 1:
+            for i, video in enumerate(read_dataset(p)):
+                for data, kwargs, kind in video_to_layers(video):
+                    kwargs["visible"] = i == 0
+                    layers.append((data, kwargs, kind))
+        else:
+            layers.extend(video_to_layers(read(p)))
+    return layers
+
+
+def _sequences_or_empty(path: str | Path) -> list[str]:
+    """Sequences of a DAVIS root; [] when `path` is a single sequence folder, not a root."""
+    p = Path(path)
+    if not (p / "JPEGImages").is_dir():
+        return []
+    return list_sequences(p)
