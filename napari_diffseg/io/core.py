@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,8 @@ SUPPORTED_DESCRIPTION = (
     "(.png, .jpg, .jpeg, .tif, .tiff, .bmp) and DAVIS-style datasets "
     "(<root>/JPEGImages/<sequence>/, optional <root>/Annotations/<sequence>/)"
 )
+
+logger = logging.getLogger("napari_diffseg.io")
 
 _DIGITS = re.compile(r"([0-9]+)")
 
@@ -96,3 +99,28 @@ def default_frame_names(n: int) -> list[str]:
 def is_hidden(path: Path) -> bool:
     """True for dot-files (also our temporary files, which start with a dot)."""
     return path.name.startswith(".")
+
+
+def numbered_video(
+    frames: np.ndarray,
+    path: Path,
+    source_format: str,
+    *,
+    fps: float | None = None,
+    spacing: tuple[float, float] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Video:
+    """A :class:`Video` from a single-file source whose frames are named ``00000``, ``00001``…
+
+    Logs the shape read, as every reader does.
+    """
+    logger.info("read %s %s: %s %s", source_format, path, frames.shape, frames.dtype)
+    meta = VideoMetadata(
+        path=path,
+        source_format=source_format,
+        frame_names=default_frame_names(frames.shape[0]),
+        fps=fps,
+        spacing=spacing,
+        extra=extra or {},
+    )
+    return Video(frames=frames, meta=meta)

@@ -16,7 +16,7 @@ from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ._stack import rgb_stack_to_gray
-from .core import Video, VideoMetadata, default_frame_names
+from .core import Video, numbered_video
 from .errors import ReadError, check_file, decode_errors
 
 logger = logging.getLogger(__name__)
@@ -91,18 +91,7 @@ def read_dicom(path: str | Path, *, keep_color: bool = False) -> Video:
         extra["monochrome1_inverted"] = True
     if arr.ndim == 4 and not keep_color:
         arr = rgb_stack_to_gray(arr)
-    logger.info("read DICOM %s: %s %s", path, arr.shape, arr.dtype)
-    return Video(
-        frames=arr,
-        meta=VideoMetadata(
-            path=path,
-            source_format="dicom",
-            frame_names=default_frame_names(arr.shape[0]),
-            fps=_fps(ds),
-            spacing=_spacing(ds),
-            extra=extra,
-        ),
-    )
+    return numbered_video(arr, path, "dicom", fps=_fps(ds), spacing=_spacing(ds), extra=extra)
 
 
 def _read_header(path: Path) -> pydicom.Dataset:

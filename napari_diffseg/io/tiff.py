@@ -13,7 +13,7 @@ import numpy as np
 import tifffile
 
 from ._stack import rgb_stack_to_gray
-from .core import Video, VideoMetadata, default_frame_names
+from .core import Video, numbered_video
 from .errors import ReadError, check_file, decode_errors
 
 logger = logging.getLogger(__name__)
@@ -66,17 +66,7 @@ def read_tiff(path: str | Path, *, keep_color: bool = False) -> Video:
             path=path,
         )
     frames = _to_frames(path, data, axes, keep_color=keep_color)
-    logger.info("read TIFF %s: %s %s", path, frames.shape, frames.dtype)
-    return Video(
-        frames=frames,
-        meta=VideoMetadata(
-            path=path,
-            source_format="tiff",
-            frame_names=default_frame_names(frames.shape[0]),
-            fps=fps,
-            extra={"axes": axes},
-        ),
-    )
+    return numbered_video(frames, path, "tiff", fps=fps, extra={"axes": axes})
 
 
 def _single_series(path: Path, tif: tifffile.TiffFile) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 import imageio.v3 as iio
 
 from ._stack import FrameStack
-from .core import Video, VideoMetadata, default_frame_names
+from .core import Video, numbered_video
 from .errors import ReadError, check_file, decode_errors
 
 logger = logging.getLogger(__name__)
@@ -43,17 +43,8 @@ def _read_pyav(path: Path, *, keep_color: bool) -> Video:
         raise ReadError(f"{path}: contains no video frames", path=path)
     frames = stack.result()
     extra = {k: _jsonable(metadata[k]) for k in _META_KEYS if metadata.get(k) is not None}
-    logger.info("read video %s: %s %s", path, frames.shape, frames.dtype)
-    return Video(
-        frames=frames,
-        meta=VideoMetadata(
-            path=path,
-            source_format="video",
-            frame_names=default_frame_names(frames.shape[0]),
-            fps=_positive_float(metadata.get("fps")),
-            extra=extra,
-        ),
-    )
+    fps = _positive_float(metadata.get("fps"))
+    return numbered_video(frames, path, "video", fps=fps, extra=extra)
 
 
 def _read_gif(path: Path, *, keep_color: bool) -> Video:
@@ -71,17 +62,8 @@ def _read_gif(path: Path, *, keep_color: bool) -> Video:
     extra: dict[str, Any] = {}
     if duration_ms is not None:
         extra["duration_ms"] = duration_ms
-    logger.info("read GIF %s: %s %s", path, frames.shape, frames.dtype)
-    return Video(
-        frames=frames,
-        meta=VideoMetadata(
-            path=path,
-            source_format="video",
-            frame_names=default_frame_names(frames.shape[0]),
-            fps=1000.0 / duration_ms if duration_ms else None,
-            extra=extra,
-        ),
-    )
+    fps = 1000.0 / duration_ms if duration_ms else None
+    return numbered_video(frames, path, "video", fps=fps, extra=extra)
 
 
 def _positive_float(value: Any) -> float | None:
