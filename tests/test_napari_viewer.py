@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import napari
 import numpy as np
 import pytest
 import tifffile
@@ -49,7 +50,7 @@ def test_viewer_opens_each_format(make_napari_viewer_proxy, tmp_path, make_dicom
     layers = viewer.open(str(path), plugin=PLUGIN)
     assert len(layers) == 1
     layer = viewer.layers[0]
-    assert layer._type_string == "image"
+    assert isinstance(layer, napari.layers.Image)
     assert layer.data.shape == frames.shape
     assert layer.data.dtype == frames.dtype
     if kind in ("mp4", "gif"):  # lossy: the bright square is where it should be
