@@ -134,6 +134,31 @@ def test_large_dicom_matches_pydicom(tmp_path, make_dicom):
     np.testing.assert_array_equal(frames, pixels & 0x0FFF)
 
 
+def test_large_uint16_cine_is_neither_widened_nor_copied(tmp_path, make_dicom):
+    """A 1024x1024x120 uint16 MONOCHROME1 cine (240 MB) is read as uint16 and inverted in
+    place: the reader's peak allocation stays close to the frames themselves."""
+    import tracemalloc
+
+    path, _ = make_dicom("cine1024.dcm", n_frames=1, photometric="MONOCHROME1")
+    t, h, w = 120, 1024, 1024
+    pixels = np.zeros((t, h, w), dtype=np.uint16)
+    pixels[:, 500:520, :] = 4095
+    ds = _rewrite(path, Rows=h, Columns=w, NumberOfFrames=t, PixelData=pixels.tobytes())
+    ds.save_as(path, enforce_file_format=True)
+    del ds, pixels
+
+    tracemalloc.start()
+    try:
+        frames = read(path).frames
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    assert frames.dtype == np.uint16 and frames.shape == (t, h, w)
+    assert frames[0, 510, 0] == 0 and frames[-1, 0, 0] == 4095  # MONOCHROME1 inverted
+    assert peak < 1.2 * frames.nbytes, f"peak {peak / 1e6:.0f} MB for {frames.nbytes / 1e6:.0f} MB"
+
+
 @pytest.mark.parametrize("variant", ["rle", "implicit", "signed"])
 def test_dicom_variants_match_pydicom(make_dicom, variant):
     path, stored = make_dicom("variant.dcm")
