@@ -12,15 +12,17 @@ from napari_diffseg._layers import CLASS_COLORS
 
 PLUGIN = "napari-diffseg"
 CLASSES = {0: "background", 1: "vessel", 2: "catheter"}
+VIDEO_CODECS = {"mp4": "libx264", "avi": "mpeg4", "mov": "libx264"}
 
 
 def _make(kind: str, tmp_path, make_dicom):
     import imageio.v3 as iio
 
     frames = moving_square()
-    if kind == "mp4":
-        path = tmp_path / "clip.mp4"
-        iio.imwrite(path, frames, plugin="pyav", codec="libx264", fps=10, in_pixel_format="gray")
+    if kind in VIDEO_CODECS:
+        path = tmp_path / f"clip.{kind}"
+        iio.imwrite(path, frames, plugin="pyav", codec=VIDEO_CODECS[kind], fps=10,
+                    in_pixel_format="gray")
         return path, frames
     if kind == "gif":
         path = tmp_path / "clip.gif"
@@ -43,7 +45,7 @@ def _make(kind: str, tmp_path, make_dicom):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["mp4", "gif", "dicom", "dicom-noext", "tiff", "pngs"])
+@pytest.mark.parametrize("kind", ["mp4", "avi", "mov", "gif", "dicom", "dicom-noext", "tiff", "pngs"])
 def test_viewer_opens_each_format(make_napari_viewer_proxy, tmp_path, make_dicom, kind):
     path, frames = _make(kind, tmp_path, make_dicom)
     viewer = make_napari_viewer_proxy()
@@ -53,7 +55,7 @@ def test_viewer_opens_each_format(make_napari_viewer_proxy, tmp_path, make_dicom
     assert isinstance(layer, napari.layers.Image)
     assert layer.data.shape == frames.shape
     assert layer.data.dtype == frames.dtype
-    if kind in ("mp4", "gif"):  # lossy: the bright square is where it should be
+    if kind in (*VIDEO_CODECS, "gif"):  # lossy: the bright square is where it should be
         diff = np.abs(np.asarray(layer.data, dtype=float) - frames.astype(float))
         assert diff.mean() < 6
     else:
