@@ -29,8 +29,9 @@ $(STAMP): pyproject.toml
 system-deps:
 	bash scripts/install-system-deps.sh
 
-demo: venv
-	$(VENV)/bin/napari-diffseg demo
+# DEMO_ARGS="--screenshot docs/images/demo.png" saves a picture of the window and quits.
+demo: venv system-deps
+	$(VENV)/bin/napari-diffseg demo $(DEMO_ARGS)
 
 test: venv system-deps
 	$(PY) -m pytest
