@@ -34,6 +34,7 @@ demo: venv system-deps
 	$(VENV)/bin/napari-diffseg demo $(DEMO_ARGS)
 
 test: venv system-deps
+	$(VENV)/bin/ruff check napari_diffseg tests scripts
 	$(PY) -m pytest
 
 lint: venv
