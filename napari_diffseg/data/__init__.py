@@ -8,17 +8,20 @@ benchmarks. Pure numpy / scipy / PIL: no torch, Qt or napari imports.
 ((8, 128, 128), (8, 128, 128))
 """
 
-from .config import DEFAULT_CLASSES, SyntheticConfig
+from .config import DEFAULT_CLASSES, MOSXAV_SCHEME, SyntheticConfig
 from .dataset import make_dataset
+from .mosxav import make_mosxav
 from .preview import contact_sheet, overlay
 from .synthetic import SyntheticSequence, generate_sequence
 
 __all__ = [
     "DEFAULT_CLASSES",
+    "MOSXAV_SCHEME",
     "SyntheticConfig",
     "SyntheticSequence",
     "contact_sheet",
     "generate_sequence",
     "make_dataset",
+    "make_mosxav",
     "overlay",
 ]

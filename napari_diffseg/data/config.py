@@ -11,9 +11,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_CLASSES", "SceneParams", "SyntheticConfig", "draw_scene_params"]
+__all__ = [
+    "DEFAULT_CLASSES",
+    "MOSXAV_SCHEME",
+    "SCHEMES",
+    "SceneParams",
+    "SyntheticConfig",
+    "draw_scene_params",
+]
 
 DEFAULT_CLASSES: dict[int, str] = {0: "background", 1: "vessel", 2: "catheter", 3: "guidewire"}
+
+#: Class schemes of the generator's labels: ``"default"`` (:data:`DEFAULT_CLASSES`) or
+#: ``"mosxav"`` (the ids of :data:`napari_diffseg.io.MOSXAV_CLASSES`).
+SCHEMES = ("default", "mosxav")
+#: Default id -> MOSXAV id: vessel -> 1 vessel, catheter -> 2 contrast catheter (the
+#: synthetic catheter fills with contrast during injection), guidewire -> 5 others (MOSXAV
+#: has no guidewire class; the wire stays labelled rather than hidden in the background).
+#: Catheter (3) and balloon (4) never occur in synthetic labels.
+MOSXAV_SCHEME: dict[int, int] = {0: 0, 1: 1, 2: 2, 3: 5}
 
 #: Reference image size: lengths quoted "at 512" scale with ``min(H, W) / REFERENCE_SIZE``.
 REFERENCE_SIZE = 512
@@ -60,6 +76,9 @@ class SyntheticConfig:
         Detector blur (Gaussian PSF sigma, pixels); ``None`` draws 0.7..1.2.
     noise
         Apply quantum noise (turn off for noise-free reference images).
+    scheme
+        Class ids of the labels: ``"default"`` (:data:`DEFAULT_CLASSES`) or ``"mosxav"``
+        (MOSXAV ids, mapped by :data:`MOSXAV_SCHEME`). Images are the same for both.
     """
 
     size: int | tuple[int, int] = 256
@@ -76,8 +95,11 @@ class SyntheticConfig:
     min_radius_px: float = 0.6
     detector_sigma: float | None = None
     noise: bool = True
+    scheme: str = "default"
 
     def __post_init__(self) -> None:
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
         h, w = self.shape
         if h < 16 or w < 16:
             raise ValueError(f"size must be at least 16 px, got {self.size!r}")

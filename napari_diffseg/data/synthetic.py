@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .anatomy import Anatomy, build_anatomy
-from .config import DEFAULT_CLASSES, SceneParams, SyntheticConfig, draw_scene_params
+from .config import (
+    DEFAULT_CLASSES,
+    MOSXAV_SCHEME,
+    SceneParams,
+    SyntheticConfig,
+    draw_scene_params,
+)
 from .geometry import (
     Polyline,
     VesselTree,
@@ -33,7 +39,7 @@ from .physics import (
 )
 from .render import chord, rasterise_tube
 
-__all__ = ["SyntheticSequence", "generate_sequence"]
+__all__ = ["SyntheticSequence", "generate_sequence", "to_mosxav_ids"]
 
 logger = logging.getLogger(__name__)
 
@@ -175,5 +181,17 @@ def generate_sequence(config: SyntheticConfig, name: str = "seq000") -> Syntheti
         frames[i] = display(detect(atten, p, shading, reference, rng))
     logger.debug("generated %s (%d x %d x %d) in %.2f s", name, n, h, w,
                  time.perf_counter() - start)
-    return SyntheticSequence(frames=frames, labels=labels, classes=dict(DEFAULT_CLASSES),
+    classes = dict(DEFAULT_CLASSES)
+    if config.scheme == "mosxav":
+        labels, classes = to_mosxav_ids(labels)
+    return SyntheticSequence(frames=frames, labels=labels, classes=classes,
                              fps=float(config.fps), name=name)
+
+
+def to_mosxav_ids(labels: np.ndarray) -> tuple[np.ndarray, dict[int, str]]:
+    """Map default-scheme labels ``(T, H, W)`` to MOSXAV ids; also returns MOSXAV's classes."""
+    from napari_diffseg.io.mosxav import MOSXAV_CLASSES
+
+    lut = np.zeros(256, np.uint8)
+    lut[list(MOSXAV_SCHEME)] = list(MOSXAV_SCHEME.values())
+    return lut[labels], dict(MOSXAV_CLASSES)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 #: ``source_format`` values, in the order they are documented.
-FORMATS = ("video", "dicom", "tiff", "frames", "davis")
+FORMATS = ("video", "dicom", "tiff", "frames", "davis", "mosxav")
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".avi", ".mov", ".gif"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
@@ -22,7 +22,8 @@ SUPPORTED_DESCRIPTION = (
     "video files (.mp4, .avi, .mov, .gif), DICOM files (.dcm, .dicom, or any file with a "
     "'DICM' header), TIFF stacks (.tif, .tiff), folders of numbered frames "
     "(.png, .jpg, .jpeg, .tif, .tiff, .bmp) and DAVIS-style datasets "
-    "(<root>/JPEGImages/<sequence>/, optional <root>/Annotations/<sequence>/)"
+    "(<root>/JPEGImages/<sequence>/, optional <root>/Annotations/<sequence>/) and MOSXAV "
+    "downloads (<root>/{trainval,test}/JPEGImages/, Annotations_Semantic/, ImageSets/)"
 )
 
 logger = logging.getLogger("napari_diffseg.io")
@@ -36,7 +37,7 @@ class VideoMetadata:
 
     Attributes:
         path: The path that was opened.
-        source_format: One of ``"video"``, ``"dicom"``, ``"tiff"``, ``"frames"``, ``"davis"``.
+        source_format: One of :data:`FORMATS` (``"video"`` ... ``"davis"``, ``"mosxav"``).
         frame_names: One stem per frame (length T): file stems for frame folders and DAVIS
             sequences, ``"00000"``, ``"00001"``, ... for videos, DICOM and TIFF.
         fps: Frames per second where known.

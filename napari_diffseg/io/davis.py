@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,51 @@ def read_sequence(
     root: Path, sequence: str, *, keep_color: bool = False, opened: Path | None = None
 ) -> Video:
     """Read frames ``(T, H, W)`` and annotations ``(T, H, W)`` of one DAVIS sequence."""
+    names, frames = read_sequence_frames(root, sequence, keep_color=keep_color)
+    classes_path = root / CLASSES_FILE
+    classes = read_classes(classes_path) if classes_path.exists() else None
+    annotation_dir = root / ANNOTATIONS_DIR / sequence
+    labels, labelled = read_annotation_folder(annotation_dir, names, frames.shape[1:3], classes)
+    logger.info(
+        "read DAVIS sequence %s: frames %s, %d annotated", sequence, frames.shape, len(labelled)
+    )
+    return sequence_video(root, sequence, names, frames, (labels, labelled), classes, opened=opened)
+
+
+def sequence_video(
+    root: Path,
+    sequence: str,
+    names: list[str],
+    frames: np.ndarray,
+    annotations: tuple[np.ndarray, list[int]],
+    classes: dict[int, str] | None,
+    *,
+    source_format: str = "davis",
+    opened: Path | None = None,
+    extra: dict[str, object] | None = None,
+) -> Video:
+    """The :class:`Video` of one dataset sequence: frames ``(T, H, W)``, ``annotations`` =
+    (labels ``(T, H, W)``, annotated frame indices); ``extra`` adds to ``meta.extra``."""
+    labels, labelled = annotations
+    return Video(
+        frames=frames,
+        meta=VideoMetadata(
+            path=opened if opened is not None else root,
+            source_format=source_format,
+            frame_names=names,
+            extra={"root": str(root), "sequence": sequence, **(extra or {})},
+        ),
+        labels=labels,
+        labelled=labelled,
+        classes=classes,
+        sequence=sequence,
+    )
+
+
+def read_sequence_frames(
+    root: Path, sequence: str, *, keep_color: bool = False
+) -> tuple[list[str], np.ndarray]:
+    """Frame stems (length T) and frames ``(T, H, W)`` of ``root/JPEGImages/<sequence>``."""
     frame_dir = root / FRAMES_DIR / sequence
     if not frame_dir.is_dir():
         available = ", ".join(list_sequences(root)) or "none"
@@ -145,27 +191,7 @@ def read_sequence(
     if not files:
         raise ReadError(f"{frame_dir}: sequence folder contains no frames", path=frame_dir)
     names = check_unique_stems(files)
-    frames = stack_image_files(files, keep_color=keep_color)
-    classes_path = root / CLASSES_FILE
-    classes = read_classes(classes_path) if classes_path.exists() else None
-    annotation_dir = root / ANNOTATIONS_DIR / sequence
-    labels, labelled = _read_annotations(annotation_dir, names, frames.shape[1:3], classes)
-    logger.info(
-        "read DAVIS sequence %s: frames %s, %d annotated", sequence, frames.shape, len(labelled)
-    )
-    return Video(
-        frames=frames,
-        meta=VideoMetadata(
-            path=opened if opened is not None else root,
-            source_format="davis",
-            frame_names=names,
-            extra={"root": str(root), "sequence": sequence},
-        ),
-        labels=labels,
-        labelled=labelled,
-        classes=classes,
-        sequence=sequence,
-    )
+    return names, stack_image_files(files, keep_color=keep_color)
 
 
 def read_annotation(path: Path) -> np.ndarray:
@@ -196,10 +222,21 @@ def read_annotation(path: Path) -> np.ndarray:
     return ids
 
 
-def _read_annotations(
-    folder: Path, names: list[str], frame_shape: tuple[int, int], classes: dict[int, str] | None
+def read_annotation_folder(
+    folder: Path,
+    names: list[str],
+    frame_shape: tuple[int, int],
+    classes: dict[int, str] | None,
+    *,
+    decode: Callable[[Path], np.ndarray] = read_annotation,
+    classes_file: str = CLASSES_FILE,
 ) -> tuple[np.ndarray, list[int]]:
-    """Labels ``(T, H, W)`` (0 where unannotated) and the indices of annotated frames."""
+    """Labels ``(T, H, W)`` (0 where unannotated) and the indices of annotated frames.
+
+    Each ``<frame stem>.png`` in ``folder`` is turned into ``(H, W)`` ids by ``decode``;
+    it must match a frame, have the frame's size and, when ``classes`` is given, hold only
+    ids of ``classes`` (named ``classes_file`` in the error) or 0.
+    """
     labels = np.zeros((len(names),) + tuple(frame_shape), dtype=np.uint8)
     if not folder.is_dir():
         return labels, []
@@ -214,7 +251,7 @@ def _read_annotations(
                 f"are named {names[0]!r} ... {names[-1]!r})",
                 path=path,
             )
-        ids = read_annotation(path)
+        ids = decode(path)
         if ids.shape != labels.shape[1:]:
             raise ReadError(
                 f"{path}: annotation has size {ids.shape} (H, W) but its frame has size "
@@ -226,7 +263,8 @@ def _read_annotations(
             bad = sorted(int(i) for i in present if int(i) not in valid)
             if bad:
                 raise ReadError(
-                    f"{path}: label ids {bad} are not in classes.json (valid ids: {sorted(valid)})",
+                    f"{path}: label ids {bad} are not in {classes_file} (valid ids: "
+                    f"{sorted(valid)})",
                     path=path,
                 )
         if ids.dtype.itemsize > labels.dtype.itemsize and ids.max() > 255:

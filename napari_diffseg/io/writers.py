@@ -1,4 +1,4 @@
-"""Writers for annotations (DAVIS palette PNGs), DAVIS datasets and TIFF label stacks.
+"""Writers for annotations (DAVIS palette PNGs), DAVIS and MOSXAV datasets and TIFF stacks.
 
 Every file is written atomically (temporary sibling + ``os.replace``), and all
 arguments are validated before the first file is touched.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,14 @@ from .core import default_frame_names
 from .davis import ANNOTATIONS_DIR, CLASSES_FILE, FRAMES_DIR, read_classes
 from .errors import ReadError, WriteError
 from .frames import IMAGE_SUFFIXES, list_image_files
+from .mosxav import (
+    LABELS_FILE,
+    MOSXAV_CLASSES,
+    MOSXAV_COLORS,
+    MOSXAV_PALETTE,
+    SEMANTIC_DIR,
+    read_labels,
+)
 from .palette import DEFAULT_PALETTE
 
 logger = logging.getLogger(__name__)
@@ -52,7 +60,28 @@ def write_annotations(
     indices = _check_indices(frames, labels.shape[0])
     valid = None if classes is None else set(_normalize_classes(classes)) | {0}
     _check_label_values(labels, indices, names, valid)
-    out_dir = Path(out_dir)
+    return _write_pngs(Path(out_dir), labels, names, indices, _palette_image(DEFAULT_PALETTE))
+
+
+def _palette_image(palette: np.ndarray) -> Callable[[np.ndarray], Image.Image]:
+    """Encoder of ``(H, W)`` ids as a palette ("P") image with ``palette`` ``(256, 3)``."""
+
+    def encode(ids: np.ndarray) -> Image.Image:
+        image = Image.fromarray(np.ascontiguousarray(ids, dtype=np.uint8))
+        image.putpalette(palette.tobytes())
+        return image
+
+    return encode
+
+
+def _write_pngs(
+    out_dir: Path,
+    labels: np.ndarray,
+    names: list[str],
+    indices: list[int],
+    encode: Callable[[np.ndarray], Image.Image],
+) -> list[Path]:
+    """Write ``encode(labels[i])`` as ``out_dir/<names[i]>.png`` for each index, atomically."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -60,8 +89,7 @@ def write_annotations(
     written = []
     for index in indices:
         path = out_dir / f"{names[index]}.png"
-        image = Image.fromarray(np.ascontiguousarray(labels[index], dtype=np.uint8))
-        image.putpalette(DEFAULT_PALETTE.tobytes())
+        image = encode(labels[index])
         with atomic_path(path) as temp:
             image.save(temp, **_PNG_OPTIONS)
         written.append(path)
@@ -120,6 +148,62 @@ def write_davis(
     write_annotations(root / ANNOTATIONS_DIR / sequence, labels, frame_names=names, frames=indices)
     logger.info("wrote DAVIS sequence %s to %s", sequence, root)
     return root
+
+
+def write_mosxav(
+    root: str | Path,
+    sequence: str,
+    labels: np.ndarray,
+    *,
+    frame_names: Sequence[str] | None = None,
+    frames: Iterable[int] | None = None,
+    encoding: str = "index",
+    classes: Mapping[int, str] | Sequence[str] | None = None,
+) -> Path:
+    """Write semantic masks of one sequence into a MOSXAV split folder and return ``root``.
+
+    The chosen ``frames`` (indices; ``None`` = all T) of ``labels`` (``(T, H, W)`` class ids)
+    go to ``root/Annotations_Semantic/<sequence>/<name>.png``: with ``encoding="index"`` as
+    palette PNGs whose indices are the ids (palette: :data:`MOSXAV_COLORS`), with
+    ``encoding="rgb"`` as RGB PNGs of the class colours. ``root/labels.json`` gets the class
+    names (default :data:`MOSXAV_CLASSES`) as a list (a mapping if ids have gaps); an existing
+    one that disagrees raises :class:`WriteError`. Frames themselves are not written.
+    """
+    root = Path(root)
+    _check_stem(sequence, "sequence name")
+    if encoding not in ("index", "rgb"):
+        raise WriteError(f"encoding must be 'index' or 'rgb', got {encoding!r}")
+    labels = _check_labels(labels)
+    names = _check_names(frame_names, labels.shape[0])
+    indices = _check_indices(frames, labels.shape[0])
+    new = _normalize_classes(MOSXAV_CLASSES if classes is None else classes)
+    labels_path = root / LABELS_FILE
+    existing = _existing_classes(labels_path, read_labels)
+    if existing is not None and existing != new:
+        raise WriteError(
+            f"{labels_path}: already exists with different classes {existing}; refusing to "
+            f"overwrite it with {new}",
+            path=labels_path,
+        )
+    _check_label_values(labels, indices, names, set(new) | {0})
+    if encoding == "rgb" and set(new) - set(MOSXAV_COLORS):
+        raise WriteError(
+            f"classes {sorted(set(new) - set(MOSXAV_COLORS))} have no MOSXAV colour; "
+            "use encoding='index'"
+        )
+    _check_frames_exist(root / FRAMES_DIR / sequence, [names[i] for i in indices])
+    if existing is None:
+        _write_classes(labels_path, new, as_list=sorted(new) == list(range(len(new))))
+    encode = _palette_image(MOSXAV_PALETTE) if encoding == "index" else _rgb_image
+    _write_pngs(root / SEMANTIC_DIR / sequence, labels, names, indices, encode)
+    logger.info("wrote MOSXAV sequence %s (%s masks) to %s", sequence, encoding, root)
+    return root
+
+
+def _rgb_image(ids: np.ndarray) -> Image.Image:
+    """``(H, W)`` MOSXAV class ids as an RGB image of the class colours."""
+    colours = MOSXAV_PALETTE[np.asarray(ids, dtype=np.uint8)]
+    return Image.fromarray(np.ascontiguousarray(colours))
 
 
 def write_tiff(path: str | Path, labels: np.ndarray) -> Path:
@@ -231,21 +315,25 @@ def _normalize_classes(classes: Mapping[int, str] | Sequence[str]) -> dict[int, 
     return result
 
 
-def _existing_classes(path: Path) -> dict[int, str] | None:
+def _existing_classes(
+    path: Path, reader: Callable[[Path], dict[int, str]] = read_classes
+) -> dict[int, str] | None:
     if not path.exists():
         return None
     try:
-        return read_classes(path)
+        return reader(path)
     except ReadError as exc:
         raise WriteError(f"{path}: existing classes file is unreadable ({exc})", path=path) from exc
 
 
-def _write_classes(path: Path, classes: dict[int, str]) -> None:
+def _write_classes(path: Path, classes: dict[int, str], *, as_list: bool = False) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise WriteError(f"{path.parent}: could not create folder ({exc})", path=path) from exc
-    text = json.dumps({str(k): v for k, v in sorted(classes.items())}, indent=2)
+    items = sorted(classes.items())
+    content = [v for _, v in items] if as_list else {str(k): v for k, v in items}
+    text = json.dumps(content, indent=2)
     with atomic_path(path) as temp:
         temp.write_text(text + "\n", encoding="utf-8")
 
