@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_diffseg.io import DEFAULT_PALETTE, Video
+from napari_diffseg.io import DEFAULT_PALETTE, MOSXAV_COLORS, Video
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -23,16 +23,23 @@ CLASS_COLORS: dict[str, str] = {
 }
 
 
-def class_colormap(classes: dict[int, str] | None, max_id: int = 0) -> dict[int | None, Any]:
+def class_colormap(
+    classes: dict[int, str] | None,
+    max_id: int = 0,
+    id_colors: dict[int, tuple[int, int, int]] | None = None,
+) -> dict[int | None, Any]:
     """Direct label colormap ``{id: RGBA}`` for napari: background transparent, each class its
-    colour (by name, else the DAVIS palette), unknown ids magenta (`None` key)."""
+    colour (`id_colors` by id, e.g. a dataset's own table, else by class name, else the DAVIS
+    palette), unknown ids magenta (`None` key)."""
     ids = set(classes or {}) | set(range(1, max(int(max_id), 0) + 1))
     cmap: dict[int | None, Any] = {0: np.zeros(4, dtype=np.float32), None: "magenta"}
     for i in sorted(ids):
         if i == 0:
             continue
         name = (classes or {}).get(i, "")
-        if name in CLASS_COLORS:
+        if id_colors and i in id_colors:
+            cmap[i] = np.append(np.asarray(id_colors[i], dtype=np.float32) / 255.0, 1.0)
+        elif name in CLASS_COLORS:
             cmap[i] = CLASS_COLORS[name]
         else:
             rgb = DEFAULT_PALETTE[i % len(DEFAULT_PALETTE)].astype(np.float32) / 255.0
@@ -41,12 +48,16 @@ def class_colormap(classes: dict[int, str] | None, max_id: int = 0) -> dict[int 
 
 
 def labels_layer_kwargs(
-    name: str, classes: dict[int, str] | None, max_id: int, metadata: dict[str, Any]
+    name: str,
+    classes: dict[int, str] | None,
+    max_id: int,
+    metadata: dict[str, Any],
+    id_colors: dict[int, tuple[int, int, int]] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of a Labels layer showing `classes` with their colours and names."""
     kwargs: dict[str, Any] = {
         "name": name,
-        "colormap": class_colormap(classes, max_id),
+        "colormap": class_colormap(classes, max_id, id_colors),
         "opacity": 0.6,
         "metadata": metadata,
     }
@@ -94,7 +105,13 @@ def video_to_layers(video: Video, name: str | None = None) -> list[LayerData]:
     layers: list[LayerData] = [(video.frames, image_kwargs, "image")]
     if video.labels is not None:
         max_id = int(video.labels.max()) if video.labels.size else 0
-        kwargs = labels_layer_kwargs(f"{name} labels", video.classes, max_id, metadata)
+        # MOSXAV semantic masks keep the dataset's published colours
+        meta = video.meta
+        semantic_mosxav = (
+            meta.source_format == "mosxav" and meta.extra.get("annotations") != "instance"
+        )
+        id_colors = MOSXAV_COLORS if semantic_mosxav else None
+        kwargs = labels_layer_kwargs(f"{name} labels", video.classes, max_id, metadata, id_colors)
         if scale:
             kwargs["scale"] = scale[: 1 + ndim_spatial]
         layers.append((video.labels, kwargs, "labels"))

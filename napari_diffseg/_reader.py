@@ -7,9 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from napari_diffseg._layers import LayerData, video_to_layers
-from napari_diffseg.io import detect_format, list_sequences, read, read_dataset
+from napari_diffseg.io import detect_format, read, read_dataset
 
 logger = logging.getLogger(__name__)
+
+# folders whose children are single sequences of a DAVIS or MOSXAV dataset
+_SEQUENCE_DIRS = ("JPEGImages", "Annotations", "Annotations_Semantic")
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
@@ -21,13 +24,15 @@ def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list
 
 
 def read_layers(path: str | list[str]) -> list[LayerData]:
-    """Read each path into layer-data tuples. A DAVIS root with several sequences opens all of
-    them, only the first one visible. Bad input raises `napari_diffseg.io.ReadError`, whose
-    message (file and problem) napari shows as a notification."""
+    """Read each path into layer-data tuples. A DAVIS or MOSXAV root with several sequences
+    opens all of them, only the first one visible. Bad input raises
+    `napari_diffseg.io.ReadError`, whose message (file and problem) napari shows as a
+    notification."""
     paths = [path] if isinstance(path, str | Path) else list(path)
     layers: list[LayerData] = []
     for p in paths:
-        if detect_format(p) == "davis" and len(_sequences_or_empty(p)) > 1:
+        if detect_format(p) in ("davis", "mosxav") and Path(p).parent.name not in _SEQUENCE_DIRS:
+            # a dataset root (or a MOSXAV split): every sequence, only the first one visible
             for i, video in enumerate(read_dataset(p)):
                 for data, kwargs, kind in video_to_layers(video):
                     kwargs["visible"] = i == 0
@@ -35,11 +40,3 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
         else:
             layers.extend(video_to_layers(read(p)))
     return layers
-
-
-def _sequences_or_empty(path: str | Path) -> list[str]:
-    """Sequences of a DAVIS root; [] when `path` is a single sequence folder, not a root."""
-    p = Path(path)
-    if not (p / "JPEGImages").is_dir():
-        return []
-    return list_sequences(p)

@@ -45,7 +45,10 @@ def _make(kind: str, tmp_path, make_dicom):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["mp4", "avi", "mov", "gif", "dicom", "dicom-noext", "tiff", "pngs"])
+KINDS = [*VIDEO_CODECS, "gif", "dicom", "dicom-noext", "tiff", "pngs"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_viewer_opens_each_format(make_napari_viewer_proxy, tmp_path, make_dicom, kind):
     path, frames = _make(kind, tmp_path, make_dicom)
     viewer = make_napari_viewer_proxy()
@@ -154,3 +157,22 @@ def test_labels_layer_saves_as_tiff(make_napari_viewer_proxy, tmp_path):
     viewer.layers.selection = {layer}
     viewer.layers.save(str(tmp_path / "seg.tif"), selected=True, plugin=PLUGIN)
     np.testing.assert_array_equal(read(tmp_path / "seg.tif").frames, labels)
+
+
+def test_viewer_opens_a_mosxav_split_in_mosxav_colours(make_napari_viewer_proxy, tmp_path):
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    from napari_diffseg.data import make_mosxav
+    from napari_diffseg.io import MOSXAV_COLORS
+
+    root = make_mosxav(tmp_path / "mosxav", trainval=2, test=1, frames=6, size=64)
+    viewer = make_napari_viewer_proxy()
+    viewer.open(str(root / "trainval"), plugin=PLUGIN)
+    assert [lay.name for lay in viewer.layers] == ["v01", "v01 labels", "v02", "v02 labels"]
+    lab = viewer.layers["v01 labels"]
+    assert lab.metadata["labelled"] == [0, 5]
+    assert lab.metadata["source_format"] == "mosxav"
+    for cid, rgb in MOSXAV_COLORS.items():
+        if cid:
+            np.testing.assert_allclose(lab.get_color(cid), transform_color(np.array(rgb) / 255)[0])
+    assert list(lab.features["class"])[:3] == ["background", "vessel", "contrast catheter"]
