@@ -53,22 +53,17 @@ def run_demo(screenshot: Path | None = None) -> int:
 
 def _load_sample(viewer) -> int:
     """Add the sample video and labels to `viewer`; returns a frame worth showing first."""
-    from napari_diffseg._layers import labels_layer_kwargs
+    from napari.layers import Layer
+
+    from napari_diffseg._layers import video_to_layers
     from napari_diffseg.io import read
 
     if SAMPLE_VIDEO.exists() and SAMPLE_LABELS.exists():
         viewer.open(str(SAMPLE_VIDEO), plugin="napari-diffseg")
-        ann = read(SAMPLE_LABELS)
-        kwargs = labels_layer_kwargs(
-            "coronary_demo labels",
-            ann.classes,
-            int(ann.labels.max()),
-            {"source": str(SAMPLE_LABELS), "labelled": ann.labelled,
-             "frame_names": ann.meta.frame_names, "classes": ann.classes,
-             "sequence": ann.sequence},
-        )
-        viewer.add_labels(ann.labels, **kwargs)
-        labelled = ann.labelled or [0]
+        annotated = read(SAMPLE_LABELS)
+        _frames, labels_layer = video_to_layers(annotated)  # the MP4 already gave the frames
+        viewer.add_layer(Layer.create(*labels_layer))
+        labelled = annotated.labelled or [0]
         return labelled[len(labelled) // 2]
     logger.warning("sample_data/ not found next to the package; generating a sample instead")
     viewer.open_sample("napari-diffseg", "synthetic_angiogram")

@@ -77,3 +77,19 @@ def test_demo_without_display_says_how_to_run_it(tmp_path):
     result = subprocess.run([EXE, "demo"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0
     assert "xvfb-run" in result.stderr
+
+
+def test_demo_opens_the_sample_and_saves_a_screenshot(tmp_path):
+    """Under the virtual display pytest-xvfb provides, the demo window shows the sample."""
+    import os
+
+    from napari_diffseg.demo import SAMPLE_VIDEO
+
+    assert SAMPLE_VIDEO.exists()
+    shot = tmp_path / "demo.png"
+    result = subprocess.run([EXE, "demo", "--screenshot", str(shot)], capture_output=True,
+                            text=True, env=os.environ.copy(), timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    picture = np.asarray(Image.open(shot))
+    assert picture.shape[0] > 500 and picture.shape[1] > 800
+    assert "read DAVIS sequence coronary_demo" in result.stderr
