@@ -1,0 +1,117 @@
+"""Sequences with sparse labels, ready for training: normalised frames, labelled and unlabelled.
+
+Numpy only. A dataset is read with :mod:`napari_diffseg.io` (DAVIS or MOSXAV layout); frames
+with an annotation file are labelled, all others unlabelled, as in MOSXAV's training set.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: How frames are mapped to the network's input range; stored in checkpoints.
+DEFAULT_NORMALISATION = {"method": "percentile", "low": 1.0, "high": 99.0}
+
+
+def normalise_frames(frames: np.ndarray, normalisation: dict | None = None) -> np.ndarray:
+    """(T, H, W) or (T, H, W, 3) frames of any dtype -> float32 in about [-1, 1], using the
+    video's own low/high intensity percentiles (robust to bit depth and windowing)."""
+    norm = normalisation or DEFAULT_NORMALISATION
+    if norm.get("method") != "percentile":
+        raise ValueError(f"unknown normalisation method {norm.get('method')!r}")
+    x = np.asarray(frames)
+    step = max(1, x.size // 2_000_000)
+    sample = x.reshape(-1)[::step]
+    lo, hi = np.percentile(sample, [norm["low"], norm["high"]])
+    scale = 2.0 / max(float(hi - lo), 1e-6)
+    out = (x.astype(np.float32) - np.float32(lo)) * np.float32(scale) - 1.0
+    return np.clip(out, -1.5, 1.5, out=out)
+
+
+@dataclass
+class SparseDataset:
+    """Frames of one or more sequences, split into labelled and unlabelled frames.
+
+    images: labelled frames, each (H, W) float32 normalised; labels: their (H, W) uint8 ids;
+    unlabelled: the other frames, each (H, W) float32 normalised.
+    """
+
+    images: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    unlabelled: list[np.ndarray] = field(default_factory=list)
+    classes: dict[int, str] = field(default_factory=dict)
+    sequences: list[str] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        ids = set(self.classes)
+        for lab in self.labels:
+            ids.update(np.unique(lab).tolist())
+        return max(ids) + 1 if ids else 1
+
+    def summary(self) -> dict:
+        return {
+            "source": self.source,
+            "sequences": len(self.sequences),
+            "labelled_frames": len(self.images),
+            "unlabelled_frames": len(self.unlabelled),
+            "classes": {str(k): v for k, v in self.classes.items()},
+        }
+
+
+def dataset_from_videos(
+    videos, source: str = "", normalisation: dict | None = None
+) -> SparseDataset:
+    """Build a :class:`SparseDataset` from :class:`napari_diffseg.io.Video` objects that carry
+    labels (DAVIS / MOSXAV sequences)."""
+    data = SparseDataset(source=source)
+    for video in videos:
+        if video.labels is None:
+            raise ValueError(f"{video.meta.path}: has no annotations to train on")
+        frames = normalise_frames(video.frames, normalisation)
+        if frames.ndim == 4:  # colour kept: training runs on gray frames
+            frames = frames.mean(axis=-1)
+        labelled = set(video.labelled)
+        for i in range(frames.shape[0]):
+            if i in labelled:
+                data.images.append(frames[i])
+                data.labels.append(np.asarray(video.labels[i], dtype=np.uint8))
+            else:
+                data.unlabelled.append(frames[i])
+        data.sequences.append(video.sequence or video.meta.path.name)
+        for k, v in (video.classes or {}).items():
+            data.classes.setdefault(int(k), v)
+    if not data.images:
+        raise ValueError(f"{source}: no annotated frames found to train on")
+    data.classes.setdefault(0, "background")
+    logger.info(
+        "dataset %s: %d sequences, %d labelled and %d unlabelled frames",
+        source, len(data.sequences), len(data.images), len(data.unlabelled),
+    )
+    return data
+
+
+def load_dataset(path: str | Path, split: str | None = None) -> SparseDataset:
+    """Read a DAVIS or MOSXAV dataset (root, MOSXAV split folder, or one sequence folder)."""
+    from napari_diffseg.io import detect_format, read, read_dataset
+
+    path = Path(path)
+    fmt = detect_format(path)
+    if fmt not in ("davis", "mosxav"):
+        raise ValueError(
+            f"{path}: not a DAVIS or MOSXAV dataset (found {fmt or 'nothing readable'}); "
+            "training needs JPEGImages/<sequence>/ frames with Annotations"
+        )
+    if path.parent.name in ("JPEGImages", "Annotations", "Annotations_Semantic"):
+        videos = [read(path)]
+    elif split is not None:
+        videos = read_dataset(path, split=split)
+    else:
+        videos = read_dataset(path)
+    return dataset_from_videos(videos, source=str(path))

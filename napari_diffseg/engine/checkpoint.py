@@ -1,0 +1,339 @@
+"""Self-describing model checkpoints: one file with the weights and everything needed to use them.
+
+A checkpoint is a plain dict written with :func:`torch.save` and read back with
+``torch.load(..., weights_only=True)``, so it may only hold tensors, dicts, lists, tuples,
+str, int, float, bool and None: no dataclass instances, no numpy arrays, nothing that would
+need arbitrary code to unpickle. Layout (format version 1)::
+
+    {"format": "napari-diffseg-checkpoint", "format_version": 1,
+     "model_config": {...}, "state_dict": {name: tensor}, "classes": {"0": "background", ...},
+     "normalisation": {...}, "schedule": {...}, "train_options": {...}, "data_summary": {...},
+     "metrics": {...}, "training_state": {...} | None, "library_version": "0.1.0",
+     "created": "2025-01-01T00:00:00+00:00"}
+
+Class keys are stored as strings and become ints again on load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import pickle
+import re
+import secrets
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_diffseg import __version__
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "napari-diffseg-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED_FIELDS = ("model_config", "state_dict", "classes", "normalisation", "schedule")
+_DICT_FIELDS = ("train_options", "data_summary", "metrics")
+_TEMP_SUFFIX = ".tmp"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be written, read or used; the message names the file and why."""
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Checkpoint:
+    """Everything a trained model needs, as plain data.
+
+    Attributes:
+        model_config: keyword arguments of ``napari_diffseg.model.network.ModelConfig``
+            (a ``ModelConfig`` instance is accepted and turned into a dict).
+        state_dict: parameter name -> tensor, as from ``model.state_dict()``.
+        classes: label value -> class name; 0 is the background.
+        normalisation: how frames were normalised, e.g. ``{"method": "percentile",
+            "low": 1.0, "high": 99.0}``.
+        schedule: diffusion schedule settings, e.g. ``{"timesteps": 10}``.
+        train_options: the options training ran with.
+        data_summary: what the model was trained on (sequences, frame counts, ...).
+        metrics: validation metrics, e.g. ``EvaluationReport.to_dict()``.
+        training_state: optimiser / EMA state dicts, iteration, RNG seeds: only to resume.
+        library_version: napari-diffseg version that wrote the checkpoint.
+        created: ISO 8601 UTC time of creation.
+        source: the file it was loaded from (not stored in the file; used in error messages).
+    """
+
+    model_config: dict
+    state_dict: dict[str, torch.Tensor]
+    classes: dict[int, str]
+    normalisation: dict
+    schedule: dict
+    train_options: dict = field(default_factory=dict)
+    data_summary: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    training_state: dict | None = None
+    library_version: str = __version__
+    created: str = field(default_factory=_utc_now)
+    source: Path | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if dataclasses.is_dataclass(self.model_config) and not isinstance(self.model_config, type):
+            self.model_config = dataclasses.asdict(self.model_config)
+        self.classes = {int(label): str(name) for label, name in self.classes.items()}
+
+    def to_payload(self) -> dict[str, Any]:
+        """The plain dict written to the file (class keys as str, tensors detached on CPU)."""
+        state = {
+            str(name): tensor.detach().cpu() if isinstance(tensor, torch.Tensor) else tensor
+            for name, tensor in self.state_dict.items()
+        }
+        payload: dict[str, Any] = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model_config": self.model_config,
+            "state_dict": state,
+            "classes": {str(label): name for label, name in self.classes.items()},
+            "normalisation": self.normalisation,
+            "schedule": self.schedule,
+            "train_options": self.train_options,
+            "data_summary": self.data_summary,
+            "metrics": self.metrics,
+            "training_state": self.training_state,
+            "library_version": str(self.library_version),
+            "created": str(self.created),
+        }
+        return {key: _plain(value, key) for key, value in payload.items()}
+
+
+def _plain(value: Any, where: str) -> Any:
+    """``value`` with only types ``weights_only`` loading accepts; raises TypeError otherwise.
+
+    Dataclasses become dicts, paths become str and numpy scalars Python numbers.
+    """
+    if isinstance(value, np.generic):  # before the Python types: np.float64 is a float
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor, torch.dtype)):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise TypeError(f"{where}: key {key!r} ({type(key).__name__}) cannot be stored")
+            out[key] = _plain(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, list):
+        return [_plain(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, tuple):
+        return tuple(_plain(item, f"{where}[{i}]") for i, item in enumerate(value))
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    raise TypeError(
+        f"{where}: a {kind} cannot be stored in a checkpoint "
+        "(use tensors, dicts, lists, str, int, float, bool or None)"
+    )
+
+
+def _create_temp(target: Path) -> Path:
+    """An empty hidden file next to ``target``, created exclusively."""
+    for _ in range(100):
+        candidate = target.with_name(f".{target.name}.{secrets.token_hex(4)}{_TEMP_SUFFIX}")
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return candidate
+    raise OSError(f"could not create a temporary file next to {target}")
+
+
+def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
+    """Write ``ckpt`` to ``path`` atomically and return the path.
+
+    The file is written to a temporary sibling and moved over ``path`` only when complete:
+    on any error the temporary file is removed and a previous file at ``path`` is untouched.
+    The parent folder is created if needed.
+
+    Raises:
+        CheckpointError: a field holds something that cannot be stored, or writing failed.
+    """
+    path = Path(path)
+    try:
+        payload = ckpt.to_payload()
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: checkpoint not written: {exc}") from exc
+
+    temp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = _create_temp(path)
+        torch.save(payload, temp)
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException as exc:
+        if temp is not None:
+            with suppress(OSError):
+                temp.unlink()
+        if isinstance(exc, Exception):
+            raise CheckpointError(
+                f"{path}: checkpoint could not be written ({type(exc).__name__}: {exc})"
+            ) from exc
+        raise
+    logger.info("saved checkpoint %s (%d tensors)", path, len(payload["state_dict"]))
+    return path
+
+
+def _read(path: Path, map_location: Any) -> Any:
+    """``torch.load`` with ``weights_only=True``, every failure turned into CheckpointError."""
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint file does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: is not a file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found:
+            raise CheckpointError(
+                f"{path}: refused to load: the file contains objects other than tensors and "
+                f"plain data ({found.group(1)}), so it is not a napari-diffseg checkpoint "
+                "(and loading it could run arbitrary code)"
+            ) from exc
+        raise CheckpointError(
+            f"{path}: checkpoint file is truncated or corrupt, or holds objects other than "
+            "tensors and plain data"
+        ) from exc
+    except PermissionError as exc:
+        raise CheckpointError(f"{path}: checkpoint could not be read ({exc})") from exc
+    except Exception as exc:  # damaged files: RuntimeError, EOFError, OSError (EINVAL), ...
+        raise CheckpointError(
+            f"{path}: checkpoint file is truncated or corrupt ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _check_payload(path: Path, payload: Any) -> None:
+    """Raise CheckpointError unless ``payload`` is a napari-diffseg checkpoint we can read."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: is not a napari-diffseg checkpoint")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path}: invalid checkpoint format version {version!r}")
+    if version > FORMAT_VERSION:
+        writer = payload.get("library_version", "a newer version")
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version} (written by napari-diffseg {writer}) "
+            f"is newer than this napari-diffseg {__version__} reads (up to version "
+            f"{FORMAT_VERSION}); upgrade napari-diffseg to load it"
+        )
+    missing = [key for key in REQUIRED_FIELDS if key not in payload]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint is incomplete, missing {', '.join(missing)}")
+    for key in ("model_config", "state_dict", "classes", "normalisation", "schedule"):
+        if not isinstance(payload[key], dict):
+            raise CheckpointError(
+                f"{path}: checkpoint field {key!r} should be a dict, "
+                f"not {type(payload[key]).__name__}"
+            )
+    for key in _DICT_FIELDS:
+        if not isinstance(payload.get(key, {}), dict):
+            raise CheckpointError(f"{path}: checkpoint field {key!r} should be a dict")
+    if not isinstance(payload.get("training_state"), (dict, type(None))):
+        raise CheckpointError(f"{path}: checkpoint field 'training_state' should be a dict")
+    bad = [name for name, value in payload["state_dict"].items() if not torch.is_tensor(value)]
+    if bad:
+        raise CheckpointError(f"{path}: state_dict entries are not tensors: {', '.join(bad[:5])}")
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device | None = "cpu"
+) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        path: the checkpoint file.
+        map_location: where tensors are loaded (as for :func:`torch.load`).
+
+    Raises:
+        CheckpointError: naming the file, when it is missing, empty, truncated or corrupt,
+            not a napari-diffseg checkpoint, written in a newer format, or incomplete.
+    """
+    path = Path(path)
+    payload = _read(path, map_location)
+    _check_payload(path, payload)
+    try:
+        classes = {int(label): str(name) for label, name in payload["classes"].items()}
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: checkpoint class labels are not integers") from exc
+    known = {f.name for f in dataclasses.fields(Checkpoint)} | {"format", "format_version"}
+    extra = sorted(set(payload) - known)
+    if extra:
+        logger.debug("%s: ignoring unknown checkpoint fields %s", path, extra)
+    ckpt = Checkpoint(
+        model_config=payload["model_config"],
+        state_dict=payload["state_dict"],
+        classes=classes,
+        normalisation=payload["normalisation"],
+        schedule=payload["schedule"],
+        train_options=payload.get("train_options", {}),
+        data_summary=payload.get("data_summary", {}),
+        metrics=payload.get("metrics", {}),
+        training_state=payload.get("training_state"),
+        library_version=str(payload.get("library_version", "unknown")),
+        created=str(payload.get("created", "")),
+        source=path,
+    )
+    logger.info(
+        "loaded checkpoint %s (format %d, napari-diffseg %s, %d classes)",
+        path,
+        payload["format_version"],
+        ckpt.library_version,
+        len(classes),
+    )
+    return ckpt
+
+
+def build_model(ckpt: Checkpoint, device: str | torch.device | None = None) -> torch.nn.Module:
+    """The network described by ``ckpt.model_config`` with its weights loaded, in eval mode.
+
+    Args:
+        ckpt: a loaded (or freshly made) checkpoint.
+        device: move the model there; default: leave it on the CPU.
+
+    Raises:
+        CheckpointError: naming the file, when the model config is not understood or the
+            weights do not match the architecture it describes.
+    """
+    from napari_diffseg.model.network import DiffSegNet, ModelConfig
+
+    name = str(ckpt.source) if ckpt.source is not None else "checkpoint"
+    try:
+        config = ModelConfig(**ckpt.model_config)
+        model = DiffSegNet(config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{name}: its model_config cannot be used by napari-diffseg {__version__} ({exc})"
+        ) from exc
+    try:
+        model.load_state_dict(ckpt.state_dict, strict=True)
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(
+            f"{name}: the weights don't match the architecture described by its model_config "
+            f"({exc})"
+        ) from exc
+    if device is not None:
+        model = model.to(device)
+    model.eval()
+    return model

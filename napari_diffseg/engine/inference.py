@@ -1,0 +1,185 @@
+"""Inference: K diffusion samples per frame -> probabilities, labels, uncertainty, frame scores.
+
+Image features are computed once per frame and shared by every DDIM step of every sample; the
+K samples of a batch of frames run as one batch through the light label denoiser.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from napari_diffseg.data.sequences import normalise_frames
+from napari_diffseg.engine.device import resolve_device
+from napari_diffseg.model import DDIMSampler, DiffSegNet, NoiseSchedule, sample_probabilities
+
+logger = logging.getLogger(__name__)
+
+#: progress(done, total) after each batch of frames
+ProgressFn = Callable[[int, int], None]
+
+
+class Cancelled(RuntimeError):
+    """Raised when `should_stop` asked a long computation to stop."""
+
+
+@dataclass
+class SegmentOptions:
+    """How to sample. steps: DDIM steps; samples: K stochastic samples per frame (their
+    disagreement is the uncertainty); seed: same seed, same result; batch_size: frames per
+    forward pass; eta: DDIM stochasticity (0 = deterministic given the initial noise)."""
+
+    steps: int = 4
+    samples: int = 4
+    seed: int = 0
+    batch_size: int = 4
+    device: str = "auto"
+    eta: float = 0.0
+
+
+@dataclass
+class Segmentation:
+    """Result for T frames of H x W with C classes.
+
+    probabilities: (T, C, H, W) float16, mean over the K samples
+    labels: (T, H, W) uint8, argmax of the probabilities
+    entropy: (T, H, W) float32, predictive entropy of the mean (nats)
+    mutual_information: (T, H, W) float32, entropy of the mean minus mean entropy of the
+        samples: the part of the uncertainty that is disagreement between samples
+    frame_scores: (T,) float32, mean entropy over each frame's plausible foreground (pixels
+        whose background probability is below 0.9; the whole frame if there are none): rank
+        frames by it to review the doubtful ones first
+    """
+
+    probabilities: np.ndarray
+    labels: np.ndarray
+    entropy: np.ndarray
+    mutual_information: np.ndarray
+    frame_scores: np.ndarray
+    timings: dict = field(default_factory=dict)
+    device: str = "cpu"
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad (B, C, H, W) on the bottom/right to multiples of `multiple`."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)
+
+
+def uncertainty_from_samples(
+    samples: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """samples: (B, K, C, H, W) class probabilities of K samples -> (mean (B, C, H, W),
+    predictive entropy (B, H, W), mutual information (B, H, W)), entropies in nats.
+    MI = H[mean] - mean H[sample]: zero where all samples agree, high where they disagree."""
+    mean = samples.mean(dim=1)
+    entropy = -(mean * mean.clamp_min(1e-8).log()).sum(dim=1)
+    sample_entropy = -(samples * samples.clamp_min(1e-8).log()).sum(dim=2).mean(dim=1)
+    return mean, entropy, (entropy - sample_entropy).clamp_min(0)
+
+
+@torch.no_grad()
+def predict_normalised(
+    model: DiffSegNet,
+    images: np.ndarray,
+    *,
+    timesteps: int,
+    options: SegmentOptions | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """images: (N, H, W) float32 normalised frames -> (mean probabilities (N, C, H, W) float16,
+    entropy (N, H, W) float32, mutual information (N, H, W) float32)."""
+    opts = options or SegmentOptions()
+    device = next(model.parameters()).device
+    model.eval()
+    sampler = DDIMSampler(NoiseSchedule(timesteps), steps=opts.steps, eta=opts.eta)
+    generator = torch.Generator(device=device).manual_seed(opts.seed)
+    n, h, w = images.shape
+    c, k = model.config.num_classes, max(1, opts.samples)
+    probs_out = np.empty((n, c, h, w), dtype=np.float16)
+    ent_out = np.empty((n, h, w), dtype=np.float32)
+    mi_out = np.empty((n, h, w), dtype=np.float32)
+    amp = device.type == "cuda"
+    for start in range(0, n, opts.batch_size):
+        if should_stop is not None and should_stop():
+            raise Cancelled("segmentation cancelled")
+        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + opts.batch_size]))
+        x, (bh, bw) = pad_to_multiple(batch[:, None].to(device), model.config.multiple)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            features = model.encode(x)
+            features = features.repeat_interleave(k, dim=0)
+            probs = sample_probabilities(model, features, sampler, generator)
+        probs = probs.float()[..., :bh, :bw].reshape(-1, k, c, bh, bw)
+        mean, entropy, mi = uncertainty_from_samples(probs)
+        stop = start + batch.shape[0]
+        probs_out[start:stop] = mean.cpu().numpy().astype(np.float16)
+        ent_out[start:stop] = entropy.cpu().numpy()
+        mi_out[start:stop] = mi.cpu().numpy()
+        if progress is not None:
+            progress(stop, n)
+    return probs_out, ent_out, mi_out
+
+
+def frame_scores(probabilities: np.ndarray, entropy: np.ndarray) -> np.ndarray:
+    """(T,) mean entropy over each frame's plausible foreground (background prob < 0.9)."""
+    region = probabilities[:, 0].astype(np.float32) < 0.9
+    scores = np.empty(entropy.shape[0], dtype=np.float32)
+    for i in range(entropy.shape[0]):
+        scores[i] = entropy[i][region[i]].mean() if region[i].any() else entropy[i].mean()
+    return scores
+
+
+def segment(
+    model: DiffSegNet,
+    frames: np.ndarray,
+    *,
+    normalisation: dict,
+    timesteps: int,
+    options: SegmentOptions | None = None,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Segmentation:
+    """Segment raw frames (T, H, W) (any dtype; (T, H, W, 3) is averaged to gray)."""
+    opts = options or SegmentOptions()
+    t0 = time.perf_counter()
+    images = normalise_frames(frames, normalisation)
+    if images.ndim == 4:
+        images = images.mean(axis=-1)
+    probs, entropy, mi = predict_normalised(
+        model, images, timesteps=timesteps, options=opts, progress=progress,
+        should_stop=should_stop,
+    )
+    labels = probs.argmax(axis=1).astype(np.uint8)
+    elapsed = time.perf_counter() - t0
+    device = next(model.parameters()).device
+    logger.info("segmented %d frames in %.2f s on %s", frames.shape[0], elapsed, device)
+    return Segmentation(
+        probabilities=probs,
+        labels=labels,
+        entropy=entropy,
+        mutual_information=mi,
+        frame_scores=frame_scores(probs, entropy),
+        timings={"total_s": elapsed, "per_frame_s": elapsed / max(frames.shape[0], 1)},
+        device=str(device),
+    )
+
+
+def load_for_inference(path, device: str = "auto"):
+    """(model on the device, checkpoint) from a checkpoint file."""
+    from napari_diffseg.engine.checkpoint import build_model, load_checkpoint
+
+    dev = resolve_device(device)
+    ckpt = load_checkpoint(path, map_location="cpu")
+    model = build_model(ckpt).to(dev)
+    return model, ckpt

@@ -1,0 +1,171 @@
+"""Conditional denoiser: an image encoder run once per frame, a light label denoiser per step.
+
+The split is what makes sampling cheap: the frame's features do not depend on the diffusion
+step or the sample, so :meth:`DiffSegNet.encode` runs once per frame and
+:meth:`DiffSegNet.denoise` (a few full-resolution residual blocks) runs for every step of every
+stochastic sample, on the same features.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of :class:`DiffSegNet` (stored in checkpoints as a plain dict).
+
+    Attributes
+    ----------
+    num_classes: C, background included.
+    in_channels: 1 for gray frames, 3 for RGB.
+    width: channels of the encoder's first level (doubled at each level) and of its output.
+    depth: encoder levels; H and W are padded to a multiple of ``2**depth`` by the engine.
+    label_width: channels of the label denoiser (also the dimension D of the latent features
+        the prototype loss works on).
+    label_blocks: residual blocks of the denoiser, with dilations 1, 2, 4, ... (cycled).
+    time_dim: size of the timestep embedding.
+    """
+
+    num_classes: int = 4
+    in_channels: int = 1
+    width: int = 32
+    depth: int = 3
+    label_width: int = 32
+    label_blocks: int = 4
+    time_dim: int = 64
+
+    @property
+    def multiple(self) -> int:
+        return 2**self.depth
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    groups = math.gcd(channels, 8)
+    return nn.GroupNorm(groups, channels)
+
+
+class ResBlock(nn.Module):
+    """Norm-SiLU-Conv twice with a residual; optional FiLM from an embedding (scale, shift)."""
+
+    def __init__(self, cin: int, cout: int, emb_dim: int = 0, dilation: int = 1) -> None:
+        super().__init__()
+        self.norm1 = _norm(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation)
+        self.norm2 = _norm(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=dilation, dilation=dilation)
+        self.film = nn.Linear(emb_dim, 2 * cout) if emb_dim else None
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.norm2(h)
+        if self.film is not None and emb is not None:
+            scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+            h = h * (1 + scale) + shift
+        h = self.conv2(F.silu(h))
+        return h + self.skip(x)
+
+
+class ImageEncoder(nn.Module):
+    """A small U-Net: image (B, Cin, H, W) -> features (B, width, H, W)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        w = config.width
+        self.stem = nn.Conv2d(config.in_channels, w, 3, padding=1)
+        chans = [w * 2**i for i in range(config.depth + 1)]
+        self.down_blocks = nn.ModuleList()
+        self.downsamples = nn.ModuleList()
+        for i in range(config.depth):
+            self.down_blocks.append(ResBlock(chans[i], chans[i]))
+            self.downsamples.append(nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1))
+        self.mid = ResBlock(chans[-1], chans[-1])
+        self.up_blocks = nn.ModuleList()
+        self.upsamples = nn.ModuleList()
+        for i in reversed(range(config.depth)):
+            self.upsamples.append(nn.Conv2d(chans[i + 1], chans[i], 3, padding=1))
+            self.up_blocks.append(ResBlock(2 * chans[i], chans[i]))
+        self.out_norm = _norm(w)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        h = self.stem(image)
+        skips = []
+        for block, down in zip(self.down_blocks, self.downsamples, strict=True):
+            h = block(h)
+            skips.append(h)
+            h = down(h)
+        h = self.mid(h)
+        for up, block in zip(self.upsamples, self.up_blocks, strict=True):
+            h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+            h = block(torch.cat([h, skips.pop()], dim=1))
+        return F.silu(self.out_norm(h))
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of continuous time t (B,) in [0, 1] -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=t.device) / half)
+    args = (t.float() * 1000.0)[:, None] * freqs[None]
+    return torch.cat([args.sin(), args.cos()], dim=1)
+
+
+class LabelDenoiser(nn.Module):
+    """(noisy label map, image features, t) -> (clean-label logits, latent features)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d, e = config.label_width, config.time_dim
+        self.time_dim = e
+        self.time_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
+        self.inp = nn.Conv2d(config.num_classes + config.width, d, 3, padding=1)
+        self.blocks = nn.ModuleList(
+            ResBlock(d, d, emb_dim=e, dilation=2 ** (i % 3)) for i in range(config.label_blocks)
+        )
+        self.out_norm = _norm(d)
+        self.head = nn.Conv2d(d, config.num_classes, 1)
+
+    def forward(
+        self, x_t: torch.Tensor, features: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.time_mlp(timestep_embedding(t, self.time_dim))
+        h = self.inp(torch.cat([x_t, features], dim=1))
+        for block in self.blocks:
+            h = block(h, emb)
+        latent = F.silu(self.out_norm(h))
+        return self.head(latent), latent
+
+
+class DiffSegNet(nn.Module):
+    """Conditional diffusion segmenter predicting the clean label map (x0 prediction)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = ImageEncoder(config)
+        self.denoiser = LabelDenoiser(config)
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """image: (B, Cin, H, W) float in about [-1, 1], H and W multiples of ``2**depth``
+        -> features (B, width, H, W)."""
+        return self.encoder(image)
+
+    def denoise(
+        self, x_t: torch.Tensor, features: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x_t: (B, C, H, W) noisy label map; features: (B, width, H, W); t: (B,) in [0, 1]
+        -> (logits (B, C, H, W) of the clean label map, latent (B, label_width, H, W))."""
+        return self.denoiser(x_t, features, t)
+
+    def forward(
+        self, image: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.denoise(x_t, self.encode(image), t)

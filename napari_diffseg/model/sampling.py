@@ -1,0 +1,35 @@
+"""The sampler loop: network + schedule + DDIM step, on precomputed image features."""
+
+from __future__ import annotations
+
+import torch
+
+from .network import DiffSegNet
+from .schedule import DDIMSampler
+
+
+@torch.no_grad()
+def sample_probabilities(
+    net: DiffSegNet,
+    features: torch.Tensor,
+    sampler: DDIMSampler,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Draw one label-map sample per row of `features` by DDIM from pure noise.
+
+    features: (B, width, H, W) from ``net.encode`` (repeat rows for several samples of a frame)
+    returns: (B, C, H, W) class probabilities of the final denoised prediction.
+    """
+    b, _, h, w = features.shape
+    c = net.config.num_classes
+    x = torch.randn((b, c, h, w), generator=generator, device=features.device)
+    probs = torch.full((b, c, h, w), 1.0 / c, device=features.device)
+    for t, t_prev in sampler.timesteps:
+        t_cont = torch.full((b,), t / sampler.schedule.timesteps, device=features.device)
+        logits, _ = net.denoise(x, features, t_cont)
+        probs = logits.float().softmax(dim=1)
+        noise = None
+        if sampler.eta > 0:
+            noise = torch.randn(x.shape, generator=generator, device=x.device)
+        x = sampler.step(x, probs * 2 - 1, t, t_prev, noise)
+    return probs
