@@ -5,7 +5,7 @@ Pure Python + torch, usable headless: the CLI and the napari widgets call these 
 
 from .checkpoint import Checkpoint, CheckpointError, build_model, load_checkpoint, save_checkpoint
 from .device import device_description, resolve_device
-from .inference import Cancelled, SegmentOptions, Segmentation, segment
+from .inference import Cancelled, Segmentation, SegmentOptions, segment
 from .training import TrainOptions, TrainProgress, TrainResult, train
 
 __all__ = [
