@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
 from napari_diffseg.data.sequences import DEFAULT_NORMALISATION, SparseDataset
 from napari_diffseg.engine.augment import crop_size_for, random_crops, strong_intensity
@@ -53,6 +54,7 @@ class TrainOptions:
     batch_size: int = 8  # semi: this many labelled AND this many unlabelled crops
     crop_size: int = 256
     lr: float = 3e-4
+    lr_schedule: str = "cosine"  # "cosine" (decay to 10 % of lr) | "constant"
     weight_decay: float = 1e-4
     timesteps: int = 10
     dice_weight: float = 1.0
@@ -78,6 +80,8 @@ class TrainOptions:
     def __post_init__(self) -> None:
         if self.mode not in ("supervised", "semi"):
             raise ValueError(f"mode must be 'supervised' or 'semi', got {self.mode!r}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"lr_schedule must be cosine or constant, got {self.lr_schedule!r}")
         if self.iterations < 0 or self.batch_size < 1:
             raise ValueError("iterations must be >= 0 and batch_size >= 1")
 
@@ -193,13 +197,17 @@ class Trainer:
         return torch.from_numpy(array).to(self.device)
 
     def _diffusion_forward(self, images: torch.Tensor, labels: torch.Tensor):
-        """Student prediction of the clean map from x_t at random t; images (B, 1, H, W)."""
+        """Student prediction of the clean map from x_t at random t; images (B, 1, H, W).
+        -> logits (B, C, H, W) and latent features upsampled to (B, D, H, W)."""
         b = images.shape[0]
         t_idx = self.schedule.sample_timesteps(b, torch.device("cpu"), self.generator)
         x0 = labels_to_analog(labels, self.config.num_classes)
         noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
         x_t = self.schedule.q_sample(x0, t_idx.to(self.device), noise)
-        return self.net(images, x_t, self.schedule.time(t_idx).to(self.device))
+        logits, latent = self.net(images, x_t, self.schedule.time(t_idx).to(self.device))
+        if latent.shape[-2:] != labels.shape[-2:]:
+            latent = F.interpolate(latent, size=labels.shape[-2:], mode="nearest")
+        return logits, latent
 
     @torch.no_grad()
     def _pseudo_labels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -263,6 +271,8 @@ class Trainer:
                 + o.prototype_weight * losses["prototype"]
                 + o.prototype_consistency_weight * losses["prototype_consistency"]
             )
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._learning_rate()
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -272,6 +282,13 @@ class Trainer:
         out = {k: float(v.detach()) for k, v in losses.items()}
         out["total"] = float(total.detach())
         return out
+
+    def _learning_rate(self) -> float:
+        o = self.options
+        if o.lr_schedule == "constant" or o.iterations <= 1:
+            return o.lr
+        progress = min(self.iteration / (o.iterations - 1), 1.0)
+        return o.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     @torch.no_grad()
     def _update_teacher(self) -> None:

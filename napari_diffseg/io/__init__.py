@@ -16,7 +16,7 @@ from .detect import detect_format, read, read_dataset
 from .errors import ReadError, WriteError
 from .mosxav import MOSXAV_CLASSES, MOSXAV_COLORS, list_split, read_mosxav
 from .palette import DEFAULT_PALETTE
-from .writers import write_annotations, write_davis, write_mosxav, write_tiff
+from .writers import write_annotations, write_davis, write_float_maps, write_mosxav, write_tiff
 
 __all__ = [
     "DEFAULT_PALETTE",
@@ -37,6 +37,7 @@ __all__ = [
     "read_mosxav",
     "write_annotations",
     "write_davis",
+    "write_float_maps",
     "write_mosxav",
     "write_tiff",
 ]

@@ -393,3 +393,24 @@ def _write_images(frame_dir: Path, images: np.ndarray, names: list[str]) -> None
         image = Image.fromarray(np.ascontiguousarray(images[index]))
         with atomic_path(frame_dir / f"{name}.png") as temp:
             image.save(temp, **_PNG_OPTIONS)
+
+
+def write_float_maps(
+    out_dir: str | Path, maps: np.ndarray, *, frame_names: Sequence[str] | None = None
+) -> list[Path]:
+    """Write ``(T, H, W)`` float maps (e.g. per-pixel uncertainty) as one float32 TIFF per
+    frame, ``out_dir/<name>.tif``, atomically. Returns the written paths."""
+    maps = np.asarray(maps)
+    if maps.ndim != 3 or not np.issubdtype(maps.dtype, np.floating):
+        raise WriteError(f"{out_dir}: expected (T, H, W) float maps, got {maps.shape} {maps.dtype}",
+                         path=Path(out_dir))
+    names = _check_names(frame_names, maps.shape[0])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, frame in zip(names, maps, strict=True):
+        path = out / f"{name}.tif"
+        with atomic_path(path) as temp:
+            tifffile.imwrite(temp, frame.astype(np.float32), compression="zlib")
+        written.append(path)
+    return written

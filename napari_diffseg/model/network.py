@@ -2,8 +2,8 @@
 
 The split is what makes sampling cheap: the frame's features do not depend on the diffusion
 step or the sample, so :meth:`DiffSegNet.encode` runs once per frame and
-:meth:`DiffSegNet.denoise` (a few full-resolution residual blocks) runs for every step of every
-stochastic sample, on the same features.
+:meth:`DiffSegNet.denoise` (a few residual blocks on 2x2-folded pixels) runs for every step of
+every stochastic sample, on the same conditioning.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ class ModelConfig:
         the prototype loss works on).
     label_blocks: residual blocks of the denoiser, with dilations 1, 2, 4, ... (cycled).
     time_dim: size of the timestep embedding.
+    denoiser_stride: the denoiser works on s x s pixel blocks folded into channels (pixel
+        unshuffle) and unfolds its logits back to full resolution: s² times fewer positions
+        per step, while every pixel keeps its own input and output channels.
     """
 
     num_classes: int = 4
@@ -39,10 +42,11 @@ class ModelConfig:
     label_width: int = 32
     label_blocks: int = 4
     time_dim: int = 64
+    denoiser_stride: int = 2
 
     @property
     def multiple(self) -> int:
-        return 2**self.depth
+        return max(2**self.depth, self.denoiser_stride)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,29 +123,45 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class LabelDenoiser(nn.Module):
-    """(noisy label map, image features, t) -> (clean-label logits, latent features)."""
+    """(noisy label map, image conditioning, t) -> (clean-label logits, latent features).
+
+    The first convolution is linear in its input, so its image half is applied once per frame
+    (:meth:`condition`); each step only convolves the noisy label map and adds it.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        d, e = config.label_width, config.time_dim
+        d, e, s = config.label_width, config.time_dim, config.denoiser_stride
+        self.stride = s
         self.time_dim = e
         self.time_mlp = nn.Sequential(nn.Linear(e, e), nn.SiLU(), nn.Linear(e, e))
-        self.inp = nn.Conv2d(config.num_classes + config.width, d, 3, padding=1)
+        self.inp_image = nn.Conv2d(config.width * s * s, d, 3, padding=1)
+        self.inp_labels = nn.Conv2d(config.num_classes * s * s, d, 3, padding=1, bias=False)
         self.blocks = nn.ModuleList(
             ResBlock(d, d, emb_dim=e, dilation=2 ** (i % 3)) for i in range(config.label_blocks)
         )
         self.out_norm = _norm(d)
-        self.head = nn.Conv2d(d, config.num_classes, 1)
+        self.head = nn.Conv2d(d, config.num_classes * s * s, 1)
+
+    def _fold(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_unshuffle(x, self.stride) if self.stride > 1 else x
+
+    def condition(self, features: torch.Tensor) -> torch.Tensor:
+        """Image features (B, width, H, W) -> conditioning (B, label_width, H/s, W/s)."""
+        return self.inp_image(self._fold(features))
 
     def forward(
-        self, x_t: torch.Tensor, features: torch.Tensor, t: torch.Tensor
+        self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.time_mlp(timestep_embedding(t, self.time_dim))
-        h = self.inp(torch.cat([x_t, features], dim=1))
+        h = self.inp_labels(self._fold(x_t.to(cond.dtype))) + cond
         for block in self.blocks:
             h = block(h, emb)
         latent = F.silu(self.out_norm(h))
-        return self.head(latent), latent
+        logits = self.head(latent)
+        if self.stride > 1:
+            logits = F.pixel_shuffle(logits, self.stride)
+        return logits, latent
 
 
 class DiffSegNet(nn.Module):
@@ -154,16 +174,23 @@ class DiffSegNet(nn.Module):
         self.denoiser = LabelDenoiser(config)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """image: (B, Cin, H, W) float in about [-1, 1], H and W multiples of ``2**depth``
-        -> features (B, width, H, W)."""
-        return self.encoder(image)
+        """image: (B, Cin, H, W) float in about [-1, 1], H and W multiples of
+        ``config.multiple`` -> per-frame conditioning (B, label_width, H/s, W/s), s the
+        denoiser stride. Compute it once per frame; repeat rows for several samples."""
+        return self.denoiser.condition(self.encoder(image))
+
+    def label_shape(self, cond: torch.Tensor) -> tuple[int, int, int, int]:
+        """Shape (B, C, H, W) of the label maps that go with conditioning `cond`."""
+        b, _, h, w = cond.shape
+        s = self.config.denoiser_stride
+        return b, self.config.num_classes, h * s, w * s
 
     def denoise(
-        self, x_t: torch.Tensor, features: torch.Tensor, t: torch.Tensor
+        self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """x_t: (B, C, H, W) noisy label map; features: (B, width, H, W); t: (B,) in [0, 1]
-        -> (logits (B, C, H, W) of the clean label map, latent (B, label_width, H, W))."""
-        return self.denoiser(x_t, features, t)
+        """x_t: (B, C, H, W) noisy label map; cond: from :meth:`encode`; t: (B,) in [0, 1]
+        -> (logits (B, C, H, W) of the clean label map, latent (B, label_width, H/s, W/s))."""
+        return self.denoiser(x_t, cond, t)
 
     def forward(
         self, image: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor

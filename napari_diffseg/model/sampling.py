@@ -17,13 +17,13 @@ def sample_probabilities(
 ) -> torch.Tensor:
     """Draw one label-map sample per row of `features` by DDIM from pure noise.
 
-    features: (B, width, H, W) from ``net.encode`` (repeat rows for several samples of a frame)
+    features: conditioning from ``net.encode`` (repeat rows for several samples of a frame)
     returns: (B, C, H, W) class probabilities of the final denoised prediction.
     """
-    b, _, h, w = features.shape
-    c = net.config.num_classes
-    x = torch.randn((b, c, h, w), generator=generator, device=features.device)
-    probs = torch.full((b, c, h, w), 1.0 / c, device=features.device)
+    shape = net.label_shape(features)
+    b, c = shape[:2]
+    x = torch.randn(shape, generator=generator, device=features.device)
+    probs = torch.full(shape, 1.0 / c, device=features.device)
     for t, t_prev in sampler.timesteps:
         t_cont = torch.full((b,), t / sampler.schedule.timesteps, device=features.device)
         logits, _ = net.denoise(x, features, t_cont)

@@ -21,7 +21,8 @@ def _opts(**kw) -> TrainOptions:
 def test_supervised_training_lowers_loss_and_beats_trivial(train_set, val_set):
     untrained = DiffSegNet(ModelConfig(**{**TINY.to_dict(), "num_classes": 4}))
     before = validation_dice(untrained, val_set, timesteps=10, steps=4, samples=1, seed=0)
-    result = train(train_set, _opts(mode="supervised", iterations=150, val_every=150),
+    result = train(train_set, _opts(mode="supervised", iterations=150, val_every=150,
+                                    lr_schedule="constant"),
                    model_config=TINY, val=val_set)
     losses = [h.losses["total"] for h in result.history]
     assert np.mean(losses[-20:]) < 0.7 * np.mean(losses[:20])

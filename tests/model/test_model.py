@@ -26,11 +26,12 @@ def test_network_shapes(in_channels, hw):
     net = DiffSegNet(cfg)
     image = torch.randn(2, in_channels, *hw)
     features = net.encode(image)
-    assert features.shape == (2, cfg.width, *hw)
+    s = cfg.denoiser_stride
+    assert features.shape == (2, cfg.label_width, hw[0] // s, hw[1] // s)
     x_t = torch.randn(2, cfg.num_classes, *hw)
     logits, latent = net.denoise(x_t, features, torch.tensor([0.1, 0.9]))
     assert logits.shape == (2, cfg.num_classes, *hw)
-    assert latent.shape == (2, cfg.label_width, *hw)
+    assert latent.shape == (2, cfg.label_width, hw[0] // s, hw[1] // s)
 
 
 def test_denoiser_depends_on_noisy_labels_and_time():
