@@ -10,7 +10,9 @@ from napari_diffseg.data import SyntheticConfig, generate_sequence
 from napari_diffseg.io import Video, VideoMetadata
 from napari_diffseg.model import ModelConfig
 
-TINY = ModelConfig(width=16, depth=2, label_width=16, label_blocks=2, time_dim=32, denoiser_stride=1)
+TINY = ModelConfig(
+    width=16, depth=2, label_width=16, label_blocks=2, time_dim=32, denoiser_stride=1
+)
 
 
 def synthetic_video(seed: int, frames: int = 20, size: int = 64, every: int = 5) -> Video:
