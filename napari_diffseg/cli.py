@@ -2,6 +2,9 @@
 
 Subcommands
 -----------
+train DATA        train or fine-tune a model on a DAVIS / MOSXAV dataset
+segment INPUT     segment a video (any readable format): labels, uncertainty, summary.json
+evaluate DATA     per-class Dice, IoU and HD95 of a model on a dataset's annotated frames
 make-sample OUT   write a synthetic DAVIS-style angiography dataset with sparse labels
 info PATH         show what the readers see in a file or folder (format, frames, labels)
 demo              open napari with the plugin and the bundled sample video
@@ -43,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    _add_engine_parsers(sub)
+
     p = sub.add_parser(
         "make-sample",
         help="write a synthetic DAVIS-style angiography dataset",
@@ -71,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", type=Path, help="save a screenshot of the window and quit")
     p.set_defaults(func=_cmd_demo)
     return parser
+
+
+def _add_engine_parsers(sub) -> None:
+    from napari_diffseg._cli_engine import add_engine_parsers
+
+    add_engine_parsers(sub, _positive_int)
 
 
 def _cmd_make_sample(args: argparse.Namespace) -> int:
@@ -125,11 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
+    from napari_diffseg.engine.checkpoint import CheckpointError
     from napari_diffseg.io import ReadError, WriteError
 
     try:
         return int(args.func(args) or 0)
-    except (ReadError, WriteError) as exc:
+    except (ReadError, WriteError, CheckpointError, FileNotFoundError) as exc:
         print(f"napari-diffseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -339,6 +339,8 @@ def train(
     val: SparseDataset | None = None,
     callback: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    checkpoint_every: int = 0,
+    on_checkpoint: Callable[[Checkpoint], None] | None = None,
 ) -> TrainResult:
     """Train on `data` (labelled + unlabelled frames) and return the final checkpoint.
 
@@ -346,6 +348,7 @@ def train(
     from its checkpoint (weights, optimiser, teacher, prototypes, iteration). `callback`
     receives a :class:`TrainProgress` after every iteration; `should_stop` is polled between
     iterations and ends training cleanly (the checkpoint then holds the weights so far).
+    Every `checkpoint_every` iterations `on_checkpoint` receives a resumable checkpoint.
     """
     opts = options or TrainOptions()
     trainer = Trainer(data, opts, model_config=model_config, init=resume or init)
@@ -372,6 +375,8 @@ def train(
         history.append(progress)
         if callback is not None:
             callback(progress)
+        if on_checkpoint is not None and checkpoint_every > 0 and it % checkpoint_every == 0:
+            on_checkpoint(trainer.checkpoint({"iterations": it}))
     metrics = {"iterations": trainer.iteration, "train_seconds": time.perf_counter() - t0}
     if val_dice is not None:
         metrics["val_dice"] = val_dice

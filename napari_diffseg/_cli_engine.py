@@ -1,0 +1,233 @@
+"""The engine's subcommands of `napari-diffseg`: train, segment, evaluate (see cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger("napari_diffseg")
+
+
+def add_engine_parsers(sub, positive_int) -> None:
+    device_help = "auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps"
+    model_help = "checkpoint file (default: the bundled model)"
+
+    p = sub.add_parser(
+        "train", help="train or fine-tune a model on a DAVIS / MOSXAV dataset",
+        description="Train on a DAVIS-style or MOSXAV dataset: frames with an annotation are "
+        "labelled, all others unlabelled. Without --init, fine-tunes the bundled model when "
+        "the data's classes match it, else trains from scratch.",
+    )
+    p.add_argument("data", type=Path, help="dataset root, MOSXAV split folder or sequence")
+    p.add_argument("--out", type=Path, required=True, help="checkpoint to write (MODEL.pt)")
+    p.add_argument("--init", help="checkpoint to start from, or 'none' for a new model")
+    p.add_argument("--resume", type=Path, help="continue an interrupted run from its checkpoint")
+    p.add_argument("--iterations", type=positive_int, default=2000)
+    p.add_argument("--mode", choices=["supervised", "semi"], default="semi")
+    p.add_argument("--device", default="auto", help=device_help)
+    p.add_argument("--val", type=Path, help="dataset for validation Dice during training")
+    p.add_argument("--split", help="MOSXAV ImageSets split of DATA to train on (e.g. train)")
+    p.add_argument("--val-split", help="MOSXAV split of --val (e.g. val)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--crop-size", type=positive_int, default=256)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--width", type=positive_int, default=32, help="new model: encoder width")
+    p.add_argument("--save-every", type=int, default=500,
+                   help="also save a resumable checkpoint every N iterations (0: only at end)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("segment", help="segment a video: labels, uncertainty, summary.json")
+    p.add_argument("input", type=Path, help="video, DICOM, TIFF, frame folder or sequence")
+    p.add_argument("--model", type=Path, help=model_help)
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--steps", type=positive_int, default=4, help="DDIM steps")
+    p.add_argument("--samples", type=positive_int, default=4, help="samples per frame")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=4, help="frames per batch")
+    p.add_argument("--device", default="auto", help=device_help)
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("evaluate", help="Dice, IoU, HD95 of a model on annotated frames")
+    p.add_argument("data", type=Path, help="dataset root, MOSXAV split folder or sequence")
+    p.add_argument("--model", type=Path, help=model_help)
+    p.add_argument("--split", help="MOSXAV ImageSets split to evaluate on")
+    p.add_argument("--steps", type=positive_int, default=4)
+    p.add_argument("--samples", type=positive_int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help=device_help)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True,
+                disable=None)
+
+
+def _model_path(path: Path | None) -> Path:
+    from napari_diffseg.models import default_model_path
+
+    return path if path is not None else default_model_path()
+
+
+def _load_videos(path: Path, split: str | None):
+    from napari_diffseg.io import detect_format, read, read_dataset
+
+    if Path(path).parent.name in ("JPEGImages", "Annotations", "Annotations_Semantic"):
+        return [read(path)]
+    if detect_format(path) not in ("davis", "mosxav"):
+        return [read(path)]
+    return read_dataset(path, split=split) if split else read_dataset(path)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from napari_diffseg.data.sequences import load_dataset
+    from napari_diffseg.engine import TrainOptions, load_checkpoint, save_checkpoint, train
+    from napari_diffseg.model import ModelConfig
+    from napari_diffseg.models import DEFAULT_MODEL
+
+    data = load_dataset(args.data, split=args.split)
+    val = load_dataset(args.val, split=args.val_split) if args.val else None
+    init = resume = None
+    if args.resume:
+        resume = load_checkpoint(args.resume)
+    elif args.init and args.init.lower() != "none":
+        init = load_checkpoint(args.init)
+    elif args.init is None and DEFAULT_MODEL.is_file():
+        candidate = load_checkpoint(DEFAULT_MODEL)
+        if {int(k): v for k, v in candidate.classes.items()} == data.classes:
+            init = candidate
+            print(f"fine-tuning the bundled model ({DEFAULT_MODEL.name})", file=sys.stderr)
+        else:
+            print(f"the data's classes {data.classes} differ from the bundled model's "
+                  f"{candidate.classes}: training a new model", file=sys.stderr)
+    options = TrainOptions(
+        mode=args.mode, iterations=args.iterations, batch_size=args.batch_size,
+        crop_size=args.crop_size, lr=args.lr, seed=args.seed, device=args.device,
+        val_every=max(args.iterations // 10, 1) if val else 0,
+    )
+    stop = {"requested": False}
+
+    def _interrupt(signum, frame):  # first Ctrl-C: stop cleanly and save
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        print("\nstopping after this iteration (Ctrl-C again to abort)", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    bar = _progress_bar(args.iterations, "train")
+
+    def callback(p) -> None:
+        bar.n = p.iteration
+        post = {"loss": f"{p.losses['total']:.3f}"}
+        if p.val_dice is not None:
+            post["val_dice"] = f"{p.val_dice:.3f}"
+        bar.set_postfix(post, refresh=False)
+        bar.refresh()
+
+    try:
+        result = train(data, options, model_config=ModelConfig(width=args.width,
+                                                               label_width=args.width),
+                       init=init, resume=resume, val=val, callback=callback,
+                       should_stop=lambda: stop["requested"],
+                       checkpoint_every=args.save_every,
+                       on_checkpoint=lambda ckpt: save_checkpoint(args.out, ckpt))
+    finally:
+        bar.close()
+        signal.signal(signal.SIGINT, previous)
+    path = save_checkpoint(args.out, result.checkpoint)
+    m = result.checkpoint.metrics
+    msg = f"saved {path} after {m.get('iterations')} iterations"
+    if "val_dice" in m:
+        msg += f", validation Dice {m['val_dice']:.3f}"
+    print(msg)
+    return 0
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from napari_diffseg.engine import SegmentOptions, segment
+    from napari_diffseg.engine.device import device_description
+    from napari_diffseg.engine.inference import load_for_inference
+    from napari_diffseg.io import read, write_annotations, write_float_maps
+
+    model_path = _model_path(args.model)
+    model, ckpt = load_for_inference(model_path, args.device)
+    video = read(args.input)
+    frames = video.frames
+    bar = _progress_bar(frames.shape[0], "segment")
+
+    def progress(done: int, total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    t0 = time.perf_counter()
+    try:
+        seg = segment(model, frames, normalisation=ckpt.normalisation,
+                      timesteps=int(ckpt.schedule["timesteps"]),
+                      options=SegmentOptions(steps=args.steps, samples=args.samples,
+                                             seed=args.seed, batch_size=args.batch_size),
+                      progress=progress)
+    finally:
+        bar.close()
+    names = video.meta.frame_names
+    write_annotations(args.out / "labels", seg.labels, frame_names=names)
+    write_float_maps(args.out / "uncertainty", seg.entropy, frame_names=names)
+    order = sorted(range(len(names)), key=lambda i: -float(seg.frame_scores[i]))
+    summary = {
+        "input": str(args.input),
+        "model": str(model_path),
+        "classes": {str(k): v for k, v in ckpt.classes.items()},
+        "frames": len(names),
+        "steps": args.steps,
+        "samples": args.samples,
+        "seed": args.seed,
+        "device": device_description(next(model.parameters()).device),
+        "timings": {"total_s": time.perf_counter() - t0, **seg.timings},
+        "frame_scores": {names[i]: float(seg.frame_scores[i]) for i in range(len(names))},
+        "review_order": [names[i] for i in order],
+        "uncertainty": "per-pixel predictive entropy (nats) in uncertainty/<frame>.tif; "
+                       "frame score = mean entropy over the plausible foreground",
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote {len(names)} label maps and uncertainty maps to {args.out} "
+          f"({seg.timings['per_frame_s']:.2f} s/frame on {summary['device']})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from napari_diffseg.engine import SegmentOptions
+    from napari_diffseg.engine.evaluation import evaluate_videos
+    from napari_diffseg.engine.inference import load_for_inference
+
+    model_path = _model_path(args.model)
+    model, ckpt = load_for_inference(model_path, args.device)
+    videos = _load_videos(args.data, args.split)
+    total = sum(len(v.labelled) for v in videos)
+    bar = _progress_bar(total, "evaluate")
+
+    def progress(done: int, _total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    try:
+        report = evaluate_videos(model, ckpt, videos,
+                                 SegmentOptions(steps=args.steps, samples=args.samples,
+                                                seed=args.seed), progress=progress)
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps({"model": str(model_path), "data": str(args.data),
+                          **report.to_dict()}, indent=2))
+    else:
+        print(f"{report.frames} annotated frames of {args.data}, model {model_path.name}")
+        print(report.format_table())
+    return 0
