@@ -51,6 +51,11 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=4, help="frames per batch")
     p.add_argument("--device", default="auto", help=device_help)
+    p.add_argument("--mosxav", action="store_true",
+                   help="write the labels in MOSXAV's layout: OUT/Annotations_Semantic/<seq>/ "
+                   "and OUT/labels.json, in the source's mask encoding (see --encoding)")
+    p.add_argument("--encoding", choices=["rgb", "index"],
+                   help="--mosxav: mask encoding (default: the source's, else index)")
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("evaluate", help="Dice, IoU, HD95 of a model on annotated frames")
@@ -156,7 +161,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from napari_diffseg.engine import SegmentOptions, segment
     from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.inference import load_for_inference
-    from napari_diffseg.io import read, write_annotations, write_float_maps
+    from napari_diffseg.io import read, write_annotations, write_float_maps, write_mosxav
 
     model_path = _model_path(args.model)
     model, ckpt = load_for_inference(model_path, args.device)
@@ -178,7 +183,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     names = video.meta.frame_names
-    write_annotations(args.out / "labels", seg.labels, frame_names=names)
+    if args.mosxav:
+        encoding = args.encoding or video.meta.extra.get("mask_encoding")
+        sequence = video.sequence or Path(args.input).stem
+        write_mosxav(args.out, sequence, seg.labels, frame_names=names,
+                     encoding="rgb" if encoding == "rgb" else "index",
+                     classes={int(k): v for k, v in ckpt.classes.items()})
+    else:
+        write_annotations(args.out / "labels", seg.labels, frame_names=names)
     write_float_maps(args.out / "uncertainty", seg.entropy, frame_names=names)
     order = sorted(range(len(names)), key=lambda i: -float(seg.frame_scores[i]))
     summary = {

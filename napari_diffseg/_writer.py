@@ -3,6 +3,9 @@
 The DAVIS writer is a directory writer (no file extension). For a target folder ``OUT``:
 - if ``OUT``'s parent is named ``Annotations``, ``OUT`` is the sequence folder and
   ``classes.json`` goes to the dataset root above ``Annotations``;
+- if ``OUT``'s parent is named ``Annotations_Semantic``, or the layer was read from a MOSXAV
+  download, the masks are written in MOSXAV's layout (``Annotations_Semantic/<sequence>/`` and
+  ``labels.json``) in the encoding the source used (class indices or RGB colours);
 - otherwise ``OUT`` is a dataset root: ``OUT/Annotations/<sequence>/<frame>.png`` and
   ``OUT/classes.json``.
 
@@ -18,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_diffseg.io import write_davis, write_tiff
+from napari_diffseg.io import write_davis, write_mosxav, write_tiff
 
 
 def write_labels_tiff(path: str, data: Any, meta: dict) -> list[str]:
@@ -40,6 +43,16 @@ def write_labels_davis(path: str, data: Any, meta: dict) -> list[str]:
     frames = annotated_frames(labels, layer_meta.get("labelled") or [])
 
     out = Path(path)
+    if out.parent.name == "Annotations_Semantic" or layer_meta.get("source_format") == "mosxav":
+        if out.parent.name == "Annotations_Semantic":
+            root, sequence = out.parent.parent, out.name
+        else:
+            root = out
+            sequence = layer_meta.get("sequence") or _safe_name(meta.get("name") or "sequence")
+        encoding = (layer_meta.get("extra") or {}).get("mask_encoding")
+        write_mosxav(root, sequence, labels, frame_names=frame_names, frames=frames,
+                     classes=classes, encoding="rgb" if encoding == "rgb" else "index")
+        return [str(root / "Annotations_Semantic" / sequence)]
     if out.parent.name == "Annotations":  # OUT is the sequence folder of a dataset
         root, sequence = out.parent.parent, out.name
     else:  # OUT is a dataset root

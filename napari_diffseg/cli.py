@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
     p.add_argument("--difficulty", type=_difficulty, default=0.5,
                    help="0 (easy) .. 1 (hard): noise, contrast, motion, clutter")
+    p.add_argument("--layout", choices=["davis", "mosxav"], default="davis",
+                   help="davis: JPEGImages/Annotations/classes.json; mosxav: a tree shaped "
+                   "like a MOSXAV download (trainval/ with --sequences, test/ with "
+                   "--test-sequences, JPEG frames, Annotations_Semantic, ImageSets, labels.json)")
+    p.add_argument("--test-sequences", type=int, default=1,
+                   help="mosxav layout: sequences in test/ (every frame annotated)")
+    p.add_argument("--encoding", choices=["rgb", "index"], default="rgb",
+                   help="mosxav layout: masks as RGB class colours or as class indices")
     p.set_defaults(func=_cmd_make_sample)
 
     p = sub.add_parser("info", help="show what the readers find in a file or folder")
@@ -85,8 +93,17 @@ def _add_engine_parsers(sub) -> None:
 
 
 def _cmd_make_sample(args: argparse.Namespace) -> int:
-    from napari_diffseg.data import make_dataset
+    from napari_diffseg.data import make_dataset, make_mosxav
 
+    if args.layout == "mosxav":
+        root = make_mosxav(
+            args.out, trainval=args.sequences, test=args.test_sequences, frames=args.frames,
+            size=args.size, seed=args.seed, label_every=args.label_every,
+            encoding=args.encoding, difficulty=args.difficulty,
+        )
+        print(f"wrote a MOSXAV-shaped tree ({args.sequences} trainval, {args.test_sequences} "
+              f"test sequences of {args.frames} frames) to {root}")
+        return 0
     root = make_dataset(
         args.out,
         sequences=args.sequences,

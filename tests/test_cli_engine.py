@@ -119,3 +119,27 @@ def test_train_and_evaluate_on_a_mosxav_download(tmp_path, capsys):
                  "--steps", "1", "--samples", "1", "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["frames"] == 10  # every test frame is annotated
+
+
+def test_make_sample_mosxav_layout_and_segment_back_into_it(model, tmp_path):
+    from napari_diffseg.io import MOSXAV_COLORS, read
+
+    root = tmp_path / "MOSXAV"
+    assert main(["make-sample", str(root), "--layout", "mosxav", "--sequences", "2",
+                 "--test-sequences", "1", "--frames", "6", "--size", "64"]) == 0
+    for split, sets in [("trainval", {"train.txt", "val.txt"}), ("test", {"test.txt"})]:
+        assert {p.name for p in (root / split / "ImageSets").iterdir()} == sets
+        assert (root / split / "labels.json").is_file()
+    seq = next((root / "test" / "JPEGImages").iterdir())
+    source = read(seq)
+    assert source.meta.extra["mask_encoding"] == "rgb"
+    out = tmp_path / "export"
+    assert main(["segment", str(seq), "--model", str(model), "--out", str(out), "--mosxav",
+                 "--steps", "1", "--samples", "1", "--device", "cpu"]) == 0
+    written = sorted((out / "Annotations_Semantic" / seq.name).glob("*.png"))
+    assert [p.stem for p in written] == source.meta.frame_names
+    mask = np.asarray(Image.open(written[0]))
+    assert mask.ndim == 3  # the source's encoding: RGB class colours
+    allowed = {tuple(c) for c in MOSXAV_COLORS.values()}
+    assert {tuple(px) for px in mask.reshape(-1, 3)} <= allowed
+    assert (out / "labels.json").is_file()

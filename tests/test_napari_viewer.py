@@ -6,6 +6,7 @@ import napari
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 from testutils import label_frames, moving_square
 
 from napari_diffseg._layers import CLASS_COLORS
@@ -176,3 +177,27 @@ def test_viewer_opens_a_mosxav_split_in_mosxav_colours(make_napari_viewer_proxy,
         if cid:
             np.testing.assert_allclose(lab.get_color(cid), transform_color(np.array(rgb) / 255)[0])
     assert list(lab.features["class"])[:3] == ["background", "vessel", "contrast catheter"]
+
+
+@pytest.mark.parametrize("encoding", ["rgb", "index"])
+def test_mosxav_corrections_save_back_in_the_source_encoding(make_napari_viewer_proxy, tmp_path,
+                                                             encoding):
+    from napari_diffseg.data import make_mosxav
+
+    root = make_mosxav(tmp_path / "m", trainval=1, test=0, frames=6, size=64, encoding=encoding)
+    split = root / "trainval"
+    viewer = make_napari_viewer_proxy()
+    viewer.open(str(split / "JPEGImages" / "v01"), plugin=PLUGIN)
+    lab = viewer.layers["v01 labels"]
+    lab.data[2, 0:4, 0:4] = 3  # paint "catheter" on an unlabelled frame
+    viewer.layers.selection = {lab}
+    target = split / "Annotations_Semantic" / "v01"
+    viewer.layers.save(str(target), selected=True, plugin=PLUGIN,
+                       _writer=_writer("DAVIS annotations folder"))
+    assert sorted(p.stem for p in target.glob("*.png")) == ["00000", "00002", "00005"]
+    mask = np.asarray(Image.open(target / "00002.png"))
+    assert mask.ndim == (3 if encoding == "rgb" else 2)
+    viewer2 = make_napari_viewer_proxy()
+    viewer2.open(str(split / "JPEGImages" / "v01"), plugin=PLUGIN)
+    np.testing.assert_array_equal(np.asarray(viewer2.layers["v01 labels"].data),
+                                  np.asarray(lab.data))
