@@ -38,6 +38,8 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--crop-size", type=positive_int, default=256)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--width", type=positive_int, default=32, help="new model: encoder width")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network (CUDA only; slower start, faster steps)")
     p.add_argument("--save-every", type=int, default=500,
                    help="also save a resumable checkpoint every N iterations (0: only at end)")
     p.set_defaults(func=cmd_train)
@@ -117,7 +119,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = TrainOptions(
         mode=args.mode, iterations=args.iterations, batch_size=args.batch_size,
         crop_size=args.crop_size, lr=args.lr, seed=args.seed, device=args.device,
-        val_every=max(args.iterations // 10, 1) if val else 0,
+        compile=args.compile, val_every=max(args.iterations // 10, 1) if val else 0,
     )
     stop = {"requested": False}
 
