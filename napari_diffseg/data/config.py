@@ -13,6 +13,8 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_CLASSES",
+    "MOSXAV_BALLOON",
+    "MOSXAV_EMPTY_CATHETER",
     "MOSXAV_SCHEME",
     "SCHEMES",
     "SceneParams",
@@ -25,11 +27,26 @@ DEFAULT_CLASSES: dict[int, str] = {0: "background", 1: "vessel", 2: "catheter", 
 #: Class schemes of the generator's labels: ``"default"`` (:data:`DEFAULT_CLASSES`) or
 #: ``"mosxav"`` (the ids of :data:`napari_diffseg.io.MOSXAV_CLASSES`).
 SCHEMES = ("default", "mosxav")
-#: Default id -> MOSXAV id: vessel -> 1 vessel, catheter -> 2 contrast catheter (the
-#: synthetic catheter fills with contrast during injection), guidewire -> 5 others (MOSXAV
-#: has no guidewire class; the wire stays labelled rather than hidden in the background).
-#: Catheter (3) and balloon (4) never occur in synthetic labels.
+#: Default id -> MOSXAV id of the ``"mosxav"`` scheme. The MOSXAV ids mean:
+#:
+#: * 0 background;
+#: * 1 vessel (contrast-filled vessel, as in the default scheme);
+#: * 2 contrast catheter: the catheter in frames of the injection phase (from the bolus
+#:   start at the catheter until the plateau ends), when its lumen is filled with contrast;
+#: * 3 catheter: the same catheter in the other frames (empty lumen, lighter than its wall)
+#:   -- the default catheter id 2 maps to 2 or 3 per frame, see
+#:   :func:`napari_diffseg.data.physics.catheter_filled`;
+#: * 4 balloon: an angioplasty balloon on the guidewire's path (mosxav scheme only, in about
+#:   40 % of the sequences, see :data:`MOSXAV_BALLOON`);
+#: * 5 others: the guidewire (MOSXAV has no guidewire class; the wire stays labelled rather
+#:   than hidden in the background).
+#:
+#: Where structures overlap: others (guidewire) > balloon > catheter > vessel.
 MOSXAV_SCHEME: dict[int, int] = {0: 0, 1: 1, 2: 2, 3: 5}
+#: MOSXAV id of the catheter in frames where it is not filled with contrast.
+MOSXAV_EMPTY_CATHETER = 3
+#: MOSXAV id of the angioplasty balloon (drawn only in the ``"mosxav"`` scheme).
+MOSXAV_BALLOON = 4
 
 #: Reference image size: lengths quoted "at 512" scale with ``min(H, W) / REFERENCE_SIZE``.
 REFERENCE_SIZE = 512
@@ -78,7 +95,12 @@ class SyntheticConfig:
         Apply quantum noise (turn off for noise-free reference images).
     scheme
         Class ids of the labels: ``"default"`` (:data:`DEFAULT_CLASSES`) or ``"mosxav"``
-        (MOSXAV ids, mapped by :data:`MOSXAV_SCHEME`). Images are the same for both.
+        (MOSXAV ids, see :data:`MOSXAV_SCHEME`). The ``"mosxav"`` scene adds what MOSXAV
+        distinguishes: the catheter is filled with undiluted contrast during the injection
+        phase only (contrast catheter 2, else catheter 3), and some sequences (about 40 %,
+        only with a guidewire) show an angioplasty balloon (4). Its images therefore differ
+        from the default scheme's in the catheter lumen and the balloon; the rest of the
+        scene (tree, wire, motion, anatomy, bolus) is the same for one seed.
     """
 
     size: int | tuple[int, int] = 256

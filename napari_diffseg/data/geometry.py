@@ -14,8 +14,8 @@ from scipy.ndimage import gaussian_filter1d
 
 from .config import SceneParams
 
-__all__ = ["STEP", "Branch", "Polyline", "VesselTree", "make_catheter", "make_guidewire",
-           "make_vessel_tree"]
+__all__ = ["STEP", "Branch", "Polyline", "VesselTree", "make_balloon", "make_catheter",
+           "make_guidewire", "make_vessel_tree"]
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +27,16 @@ STEP = 0.7
 class Polyline:
     """A tube centreline: ``points`` (N, 2) as (y, x), ``radius`` (N,), ``weight`` (N,).
 
-    ``weight`` scales the attenuation per point (e.g. the radio-opaque tip of a wire).
+    ``weight`` scales the attenuation per point (e.g. the radio-opaque tip of a wire). For a
+    device inside the tree (the guidewire), ``vessel_path`` (N, 2) and ``vessel_radius`` (N,)
+    are the centreline and radius of the vessel it runs in, point by point.
     """
 
     points: np.ndarray
     radius: np.ndarray
     weight: np.ndarray | None = None
+    vessel_path: np.ndarray | None = None
+    vessel_radius: np.ndarray | None = None
 
 
 @dataclass
@@ -322,4 +326,34 @@ def make_guidewire(rng: np.random.Generator, params: SceneParams,
     tip = min(int(30.0 / params.pixel_mm / STEP), n // 3)
     if tip > 1:
         weight[-tip:] = 1.0 + 0.8 * np.minimum(np.arange(tip) / 8.0, 1.0)
-    return Polyline(points=pts, radius=np.full(n, params.guidewire_radius), weight=weight)
+    return Polyline(points=pts, radius=np.full(n, params.guidewire_radius), weight=weight,
+                    vessel_path=path, vessel_radius=vessel_r)
+
+
+def make_balloon(rng: np.random.Generator, params: SceneParams,
+                 wire: Polyline) -> Polyline | None:
+    """Angioplasty balloon on a proximal/mid part of the guidewire's path, or None when the
+    path is too short.
+
+    A sausage-shaped tube (cylinder with rounded shoulders) 25..40 px long at 512, of radius
+    1.5..2 times the mean local vessel radius, centred on the vessel centreline (the inflated
+    balloon re-centres the wire), between the catheter tip and about 55 % of the wire.
+    Draws a fixed number of values from ``rng`` whatever the outcome.
+    """
+    size = float(min(params.shape))
+    length_draw, pos_draw, ratio = rng.uniform(25.0, 40.0), rng.uniform(), rng.uniform(1.5, 2.0)
+    path = wire.vessel_path if wire.vessel_path is not None else wire.points
+    vessel_r = wire.vessel_radius if wire.vessel_radius is not None else wire.radius
+    n = len(path)
+    half = max(int(0.5 * length_draw * params.scale / STEP), 3)
+    lo = half + int((params.catheter_radius + 0.03 * size) / STEP)  # clear of the catheter tip
+    hi = int(0.55 * (n - 1))
+    if hi < lo:
+        return None
+    c = lo + int(pos_draw * (hi - lo))
+    sl = slice(max(c - half, 0), min(c + half + 1, n))
+    pts = path[sl]
+    x = np.linspace(-1.0, 1.0, len(pts))
+    big = ratio * float(vessel_r[sl].mean())
+    radius = big * np.sqrt(np.maximum(1.0 - np.abs(x) ** 6, 0.0))
+    return Polyline(points=pts, radius=np.maximum(radius, 0.15 * big))

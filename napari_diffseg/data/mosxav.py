@@ -41,7 +41,12 @@ def make_mosxav(out: Path | str, *, trainval: int = 4, test: int = 2, frames: in
         out/test/ImageSets/test.txt
         out/test/labels.json
 
-    Labels use the ``"mosxav"`` scheme (see :class:`SyntheticConfig`); masks are written by
+    Labels use the ``"mosxav"`` scheme (see :class:`SyntheticConfig` and
+    :data:`~napari_diffseg.data.config.MOSXAV_SCHEME`): 0 background, 1 vessel, 2 contrast
+    catheter (catheter in injection-phase frames, lumen filled with contrast), 3 catheter
+    (the same catheter in the other frames, empty lumen), 4 balloon (angioplasty balloon on
+    the guidewire's path in about 40 % of the sequences), 5 others (the guidewire); overlaps
+    resolve as others > balloon > catheter > vessel. Masks are written by
     :func:`napari_diffseg.io.write_mosxav` with ``encoding`` ``"rgb"`` or ``"index"``.
     """
     from napari_diffseg.io import write_mosxav

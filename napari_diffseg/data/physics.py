@@ -15,8 +15,12 @@ from scipy.ndimage import gaussian_filter
 
 from .config import SceneParams
 
-__all__ = ["DisplayMap", "bolus_concentration", "detect", "bolus_curve", "label_contrast_floor",
-           "tube_darkening", "vignette"]
+__all__ = ["CATHETER_DIST", "DisplayMap", "bolus_concentration", "bolus_curve",
+           "catheter_filled", "detect", "label_contrast_floor", "tube_darkening", "vignette"]
+
+#: Position of the catheter tip on the bolus' path (normalised distance, upstream of the
+#: ostium), used for the contrast in the catheter lumen.
+CATHETER_DIST = -0.06
 
 
 def bolus_curve(tau: np.ndarray, rise: float, plateau: float | np.ndarray,
@@ -45,6 +49,17 @@ def bolus_concentration(dist_norm: np.ndarray, u: float, params: SceneParams) ->
     c = bolus_curve(tau, params.bolus_rise, params.bolus_plateau * (1.0 + 0.3 * dist_norm),
                     params.bolus_decay * (1.0 + 0.4 * dist_norm))
     return c * (1.0 - 0.1 * dist_norm)
+
+
+def catheter_filled(u: float, params: SceneParams) -> bool:
+    """Whether the catheter is filled with contrast at sequence time ``u`` (fraction).
+
+    True during the injection phase: from the bolus start at the catheter tip until its
+    plateau ends (the times :func:`bolus_concentration` uses at :data:`CATHETER_DIST`), i.e.
+    while contrast is being pushed through the catheter.
+    """
+    tau = u - params.bolus_arrival - params.bolus_front_span * CATHETER_DIST
+    return bool(0.0 < tau <= params.bolus_plateau * (1.0 + 0.3 * CATHETER_DIST))
 
 
 def tube_darkening(radius: np.ndarray, mu_per_px: np.ndarray | float,
