@@ -46,11 +46,12 @@ class Budget:
     batch_size: int
     crop_size: int
     width: int
+    label_width: int
     label_blocks: int
 
 
-CPU = Budget(60, 40, (256, 320, 384, 448, 512), 2500, 8, 96, 16, 3)
-GPU = Budget(150, 40, (256, 320, 384, 448, 512), 20000, 16, 192, 32, 4)
+CPU = Budget(60, 40, (256, 320, 384, 448, 512), 2500, 8, 96, 16, 24, 3)
+GPU = Budget(150, 40, (256, 320, 384, 448, 512), 20000, 16, 192, 32, 64, 4)
 HELD_OUT = {"sequences": 4, "frames": 20, "size": 512, "difficulty": 0.5, "seed0": 100_000}
 
 
@@ -121,7 +122,7 @@ def main() -> None:
         crop_size=budget.crop_size, seed=args.seed, device=str(device), val_every=0,
     )
     config = ModelConfig(num_classes=len(DEFAULT_CLASSES), width=budget.width, depth=3,
-                         label_width=budget.width, label_blocks=budget.label_blocks)
+                         label_width=budget.label_width, label_blocks=budget.label_blocks)
 
     def report(p):
         if p.iteration % 100 == 0:

@@ -142,25 +142,34 @@ class LabelDenoiser(nn.Module):
         )
         self.out_norm = _norm(d)
         self.head = nn.Conv2d(d, config.num_classes * s * s, 1)
+        # per-pixel image evidence at full resolution, added to the logits of every step: the
+        # folded blocks refine it from the noisy labels, thin structures keep their own pixels
+        self.image_logits = nn.Conv2d(config.width, config.num_classes, 1)
+        self.label_width = d
 
     def _fold(self, x: torch.Tensor) -> torch.Tensor:
         return F.pixel_unshuffle(x, self.stride) if self.stride > 1 else x
 
+    def _unfold(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pixel_shuffle(x, self.stride) if self.stride > 1 else x
+
     def condition(self, features: torch.Tensor) -> torch.Tensor:
-        """Image features (B, width, H, W) -> conditioning (B, label_width, H/s, W/s)."""
-        return self.inp_image(self._fold(features))
+        """Image features (B, width, H, W) -> conditioning (B, label_width + C s², H/s, W/s):
+        the image half of the first convolution and the folded full-resolution image logits."""
+        return torch.cat(
+            [self.inp_image(self._fold(features)), self._fold(self.image_logits(features))], dim=1
+        )
 
     def forward(
         self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         emb = self.time_mlp(timestep_embedding(t, self.time_dim))
-        h = self.inp_labels(self._fold(x_t.to(cond.dtype))) + cond
+        image_term, image_logits = cond[:, : self.label_width], cond[:, self.label_width :]
+        h = self.inp_labels(self._fold(x_t.to(cond.dtype))) + image_term
         for block in self.blocks:
             h = block(h, emb)
         latent = F.silu(self.out_norm(h))
-        logits = self.head(latent)
-        if self.stride > 1:
-            logits = F.pixel_shuffle(logits, self.stride)
+        logits = self._unfold(self.head(latent) + image_logits)
         return logits, latent
 
 
@@ -175,7 +184,7 @@ class DiffSegNet(nn.Module):
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
         """image: (B, Cin, H, W) float in about [-1, 1], H and W multiples of
-        ``config.multiple`` -> per-frame conditioning (B, label_width, H/s, W/s), s the
+        ``config.multiple`` -> per-frame conditioning (B, label_width + C s², H/s, W/s), s the
         denoiser stride. Compute it once per frame; repeat rows for several samples."""
         return self.denoiser.condition(self.encoder(image))
 

@@ -27,7 +27,8 @@ def test_network_shapes(in_channels, hw):
     image = torch.randn(2, in_channels, *hw)
     features = net.encode(image)
     s = cfg.denoiser_stride
-    assert features.shape == (2, cfg.label_width, hw[0] // s, hw[1] // s)
+    cond_channels = cfg.label_width + cfg.num_classes * s * s
+    assert features.shape == (2, cond_channels, hw[0] // s, hw[1] // s)
     x_t = torch.randn(2, cfg.num_classes, *hw)
     logits, latent = net.denoise(x_t, features, torch.tensor([0.1, 0.9]))
     assert logits.shape == (2, cfg.num_classes, *hw)
