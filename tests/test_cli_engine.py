@@ -143,3 +143,13 @@ def test_make_sample_mosxav_layout_and_segment_back_into_it(model, tmp_path):
     allowed = {tuple(c) for c in MOSXAV_COLORS.values()}
     assert {tuple(px) for px in mask.reshape(-1, 3)} <= allowed
     assert (out / "labels.json").is_file()
+
+
+def test_train_without_init_fine_tunes_the_bundled_model(dataset, tmp_path, capsys):
+    from napari_diffseg.models import default_model_path
+
+    out = tmp_path / "tuned.pt"
+    assert main(["train", str(dataset), "--out", str(out), "--iterations", "1",
+                 "--batch-size", "1", "--crop-size", "64", "--device", "cpu"]) == 0
+    assert "fine-tuning the bundled model" in capsys.readouterr().err
+    assert load_checkpoint(out).model_config == load_checkpoint(default_model_path()).model_config
