@@ -21,8 +21,6 @@ import logging
 import os
 import pickle
 import re
-import secrets
-from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,6 +30,7 @@ import numpy as np
 import torch
 
 from napari_diffseg import __version__
+from napari_diffseg.io import WriteError, atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +38,6 @@ FORMAT = "napari-diffseg-checkpoint"
 FORMAT_VERSION = 1
 REQUIRED_FIELDS = ("model_config", "state_dict", "classes", "normalisation", "schedule")
 _DICT_FIELDS = ("train_options", "data_summary", "metrics")
-_TEMP_SUFFIX = ".tmp"
 
 
 class CheckpointError(ValueError):
@@ -144,19 +142,6 @@ def _plain(value: Any, where: str) -> Any:
     )
 
 
-def _create_temp(target: Path) -> Path:
-    """An empty hidden file next to ``target``, created exclusively."""
-    for _ in range(100):
-        candidate = target.with_name(f".{target.name}.{secrets.token_hex(4)}{_TEMP_SUFFIX}")
-        try:
-            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            continue
-        os.close(fd)
-        return candidate
-    raise OSError(f"could not create a temporary file next to {target}")
-
-
 def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
     """Write ``ckpt`` to ``path`` atomically and return the path.
 
@@ -173,23 +158,12 @@ def save_checkpoint(path: str | os.PathLike[str], ckpt: Checkpoint) -> Path:
     except TypeError as exc:
         raise CheckpointError(f"{path}: checkpoint not written: {exc}") from exc
 
-    temp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temp = _create_temp(path)
-        torch.save(payload, temp)
-        with open(temp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException as exc:
-        if temp is not None:
-            with suppress(OSError):
-                temp.unlink()
-        if isinstance(exc, Exception):
-            raise CheckpointError(
-                f"{path}: checkpoint could not be written ({type(exc).__name__}: {exc})"
-            ) from exc
-        raise
+        with atomic_path(path) as temp:
+            torch.save(payload, temp)
+    except (OSError, WriteError) as exc:
+        raise CheckpointError(f"{path}: checkpoint could not be written ({exc})") from exc
     logger.info("saved checkpoint %s (%d tensors)", path, len(payload["state_dict"]))
     return path
 

@@ -10,6 +10,7 @@ downloads (semantic or instance masks, ImageSets splits). Bad input raises
 This package imports no torch, Qt or napari.
 """
 
+from ._atomic import atomic_path
 from .core import FORMATS, SUPPORTED_DESCRIPTION, Video, VideoMetadata
 from .davis import list_sequences, read_classes
 from .detect import detect_format, read, read_dataset
@@ -19,6 +20,7 @@ from .palette import DEFAULT_PALETTE
 from .writers import write_annotations, write_davis, write_float_maps, write_mosxav, write_tiff
 
 __all__ = [
+    "atomic_path",
     "DEFAULT_PALETTE",
     "FORMATS",
     "MOSXAV_CLASSES",
