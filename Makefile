@@ -34,11 +34,11 @@ demo: venv system-deps
 	$(VENV)/bin/napari-diffseg demo $(DEMO_ARGS)
 
 test: venv system-deps
-	$(VENV)/bin/ruff check napari_diffseg tests scripts
+	$(VENV)/bin/ruff check napari_diffseg tests scripts benchmarks
 	$(PY) -m pytest
 
 lint: venv
-	$(VENV)/bin/ruff check napari_diffseg tests scripts
+	$(VENV)/bin/ruff check napari_diffseg tests scripts benchmarks
 
 # Regenerate the committed sample (sample_data/) and the pictures in docs/.
 sample-data: venv
