@@ -85,16 +85,6 @@ def _model_path(path: Path | None) -> Path:
     return path if path is not None else default_model_path()
 
 
-def _load_videos(path: Path, split: str | None):
-    from napari_diffseg.io import detect_format, read, read_dataset
-
-    if Path(path).parent.name in ("JPEGImages", "Annotations", "Annotations_Semantic"):
-        return [read(path)]
-    if detect_format(path) not in ("davis", "mosxav"):
-        return [read(path)]
-    return read_dataset(path, split=split) if split else read_dataset(path)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from napari_diffseg.data.sequences import load_dataset
     from napari_diffseg.engine import TrainOptions, load_checkpoint, save_checkpoint, train
@@ -221,10 +211,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_diffseg.engine import SegmentOptions
     from napari_diffseg.engine.evaluation import evaluate_videos
     from napari_diffseg.engine.inference import load_for_inference
+    from napari_diffseg.io import read_sequences
 
     model_path = _model_path(args.model)
     model, ckpt = load_for_inference(model_path, args.device)
-    videos = _load_videos(args.data, args.split)
+    videos = read_sequences(args.data, split=args.split)
     total = sum(len(v.labelled) for v in videos)
     bar = _progress_bar(total, "evaluate")
 

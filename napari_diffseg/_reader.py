@@ -7,12 +7,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from napari_diffseg._layers import LayerData, video_to_layers
-from napari_diffseg.io import detect_format, read, read_dataset
+from napari_diffseg.io import detect_format, read_sequences
 
 logger = logging.getLogger(__name__)
-
-# folders whose children are single sequences of a DAVIS or MOSXAV dataset
-_SEQUENCE_DIRS = ("JPEGImages", "Annotations", "Annotations_Semantic")
 
 
 def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
@@ -31,12 +28,8 @@ def read_layers(path: str | list[str]) -> list[LayerData]:
     paths = [path] if isinstance(path, str | Path) else list(path)
     layers: list[LayerData] = []
     for p in paths:
-        if detect_format(p) in ("davis", "mosxav") and Path(p).parent.name not in _SEQUENCE_DIRS:
-            # a dataset root (or a MOSXAV split): every sequence, only the first one visible
-            for i, video in enumerate(read_dataset(p)):
-                for data, kwargs, kind in video_to_layers(video):
-                    kwargs["visible"] = i == 0
-                    layers.append((data, kwargs, kind))
-        else:
-            layers.extend(video_to_layers(read(p)))
+        for i, video in enumerate(read_sequences(p)):
+            for data, kwargs, kind in video_to_layers(video):
+                kwargs["visible"] = i == 0
+                layers.append((data, kwargs, kind))
     return layers

@@ -153,3 +153,11 @@ def test_train_without_init_fine_tunes_the_bundled_model(dataset, tmp_path, caps
                  "--batch-size", "1", "--crop-size", "64", "--device", "cpu"]) == 0
     assert "fine-tuning the bundled model" in capsys.readouterr().err
     assert load_checkpoint(out).model_config == load_checkpoint(default_model_path()).model_config
+
+
+def test_train_on_something_that_is_not_a_dataset_is_a_clear_error(tmp_path, capsys):
+    clip = tmp_path / "clip.tif"
+    tifffile.imwrite(clip, np.zeros((2, 16, 16), dtype=np.uint8))
+    assert main(["train", str(clip), "--out", str(tmp_path / "m.pt"), "--init", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "clip.tif" in err and "not a DAVIS or MOSXAV dataset" in err

@@ -99,19 +99,14 @@ def dataset_from_videos(
 
 def load_dataset(path: str | Path, split: str | None = None) -> SparseDataset:
     """Read a DAVIS or MOSXAV dataset (root, MOSXAV split folder, or one sequence folder)."""
-    from napari_diffseg.io import detect_format, read, read_dataset
+    from napari_diffseg.io import ReadError, detect_format, read_sequences
 
     path = Path(path)
     fmt = detect_format(path)
     if fmt not in ("davis", "mosxav"):
-        raise ValueError(
+        raise ReadError(
             f"{path}: not a DAVIS or MOSXAV dataset (found {fmt or 'nothing readable'}); "
-            "training needs JPEGImages/<sequence>/ frames with Annotations"
+            "training needs JPEGImages/<sequence>/ frames with Annotations",
+            path=path,
         )
-    if path.parent.name in ("JPEGImages", "Annotations", "Annotations_Semantic"):
-        videos = [read(path)]
-    elif split is not None:
-        videos = read_dataset(path, split=split)
-    else:
-        videos = read_dataset(path)
-    return dataset_from_videos(videos, source=str(path))
+    return dataset_from_videos(read_sequences(path, split=split), source=str(path))

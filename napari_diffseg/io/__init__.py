@@ -13,13 +13,15 @@ This package imports no torch, Qt or napari.
 from ._atomic import atomic_path
 from .core import FORMATS, SUPPORTED_DESCRIPTION, Video, VideoMetadata
 from .davis import list_sequences, read_classes
-from .detect import detect_format, read, read_dataset
+from .detect import SEQUENCE_PARENTS, detect_format, read, read_dataset, read_sequences
 from .errors import ReadError, WriteError
 from .mosxav import MOSXAV_CLASSES, MOSXAV_COLORS, list_split, read_mosxav
 from .palette import DEFAULT_PALETTE
 from .writers import write_annotations, write_davis, write_float_maps, write_mosxav, write_tiff
 
 __all__ = [
+    "SEQUENCE_PARENTS",
+    "read_sequences",
     "atomic_path",
     "DEFAULT_PALETTE",
     "FORMATS",

@@ -145,3 +145,19 @@ def read_dataset(
             path=root,
         )
     return read_davis_dataset(root, keep_color=keep_color)
+
+
+#: Folders whose children are single sequences of a DAVIS or MOSXAV dataset.
+SEQUENCE_PARENTS = ("JPEGImages", "Annotations", "Annotations_Semantic")
+
+
+def read_sequences(
+    path: str | Path, *, split: str | None = None, keep_color: bool = False
+) -> list[Video]:
+    """Every sequence ``path`` holds: all sequences (of ``split``, MOSXAV only) of a DAVIS or
+    MOSXAV dataset root or split folder, or ``[read(path)]`` for one sequence folder or any
+    other source (video, DICOM, TIFF, frame folder)."""
+    path = Path(path)
+    if detect_format(path) in ("davis", "mosxav") and path.parent.name not in SEQUENCE_PARENTS:
+        return read_dataset(path, keep_color=keep_color, split=split)
+    return [read(path, keep_color=keep_color)]
