@@ -18,19 +18,39 @@ logger = logging.getLogger(__name__)
 DEFAULT_NORMALISATION = {"method": "percentile", "low": 1.0, "high": 99.0}
 
 
-def normalise_frames(frames: np.ndarray, normalisation: dict | None = None) -> np.ndarray:
-    """(T, H, W) or (T, H, W, 3) frames of any dtype -> float32 in about [-1, 1], using the
-    video's own low/high intensity percentiles (robust to bit depth and windowing)."""
+def normalisation_range(
+    frames: np.ndarray, normalisation: dict | None = None
+) -> tuple[float, float]:
+    """(low, high) intensities of a whole video (T, H, W[, 3]) that map to -1 and +1: its own
+    percentiles (robust to bit depth and windowing), from a subsample of at most ~2 M values
+    so that a long cine is never converted to float as a whole."""
     norm = normalisation or DEFAULT_NORMALISATION
     if norm.get("method") != "percentile":
         raise ValueError(f"unknown normalisation method {norm.get('method')!r}")
     x = np.asarray(frames)
+    if x.ndim >= 3 and x.shape[0] > 1:
+        per_frame = max(x[0].size, 1)
+        frame_step = max(1, int(np.ceil(x.shape[0] * per_frame / 8_000_000)))
+        x = x[::frame_step]
     step = max(1, x.size // 2_000_000)
     sample = x.reshape(-1)[::step]
     lo, hi = np.percentile(sample, [norm["low"], norm["high"]])
-    scale = 2.0 / max(float(hi - lo), 1e-6)
-    out = (x.astype(np.float32) - np.float32(lo)) * np.float32(scale) - 1.0
+    return float(lo), float(hi)
+
+
+def apply_normalisation(frames: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map frames of any dtype to float32 with `low` -> -1 and `high` -> +1, clipped to
+    [-1.5, 1.5]; same shape as the input."""
+    scale = 2.0 / max(float(high - low), 1e-6)
+    out = (np.asarray(frames).astype(np.float32) - np.float32(low)) * np.float32(scale) - 1.0
     return np.clip(out, -1.5, 1.5, out=out)
+
+
+def normalise_frames(frames: np.ndarray, normalisation: dict | None = None) -> np.ndarray:
+    """(T, H, W) or (T, H, W, 3) frames of any dtype -> float32 in about [-1, 1], using the
+    video's own low/high intensity percentiles (robust to bit depth and windowing)."""
+    lo, hi = normalisation_range(frames, normalisation)
+    return apply_normalisation(frames, lo, hi)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from napari_diffseg.data.sequences import normalise_frames
+from napari_diffseg.data.sequences import apply_normalisation, normalisation_range
 from napari_diffseg.engine.device import resolve_device
 from napari_diffseg.model import DDIMSampler, DiffSegNet, NoiseSchedule, sample_probabilities
 
@@ -88,6 +88,26 @@ def uncertainty_from_samples(
     return mean, entropy, (entropy - sample_entropy).clamp_min(0)
 
 
+def _sample_batch(
+    model: DiffSegNet,
+    batch: torch.Tensor,
+    sampler: DDIMSampler,
+    generator: torch.Generator,
+    samples: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """batch: (B, H, W) float32 normalised frames on the model's device -> (mean probabilities
+    (B, C, H, W), entropy (B, H, W), mutual information (B, H, W)), float32."""
+    device = batch.device
+    c, k = model.config.num_classes, max(1, samples)
+    x, (bh, bw) = pad_to_multiple(batch[:, None], model.config.multiple)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        features = model.encode(x)
+        features = features.repeat_interleave(k, dim=0)
+        probs = sample_probabilities(model, features, sampler, generator)
+    probs = probs.float()[..., :bh, :bw].reshape(-1, k, c, bh, bw)
+    return uncertainty_from_samples(probs)
+
+
 @torch.no_grad()
 def predict_normalised(
     model: DiffSegNet,
@@ -106,22 +126,15 @@ def predict_normalised(
     sampler = DDIMSampler(NoiseSchedule(timesteps), steps=opts.steps, eta=opts.eta)
     generator = torch.Generator(device=device).manual_seed(opts.seed)
     n, h, w = images.shape
-    c, k = model.config.num_classes, max(1, opts.samples)
+    c = model.config.num_classes
     probs_out = np.empty((n, c, h, w), dtype=np.float16)
     ent_out = np.empty((n, h, w), dtype=np.float32)
     mi_out = np.empty((n, h, w), dtype=np.float32)
-    amp = device.type == "cuda"
     for start in range(0, n, opts.batch_size):
         if should_stop is not None and should_stop():
             raise Cancelled("segmentation cancelled")
         batch = torch.from_numpy(np.ascontiguousarray(images[start : start + opts.batch_size]))
-        x, (bh, bw) = pad_to_multiple(batch[:, None].to(device), model.config.multiple)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            features = model.encode(x)
-            features = features.repeat_interleave(k, dim=0)
-            probs = sample_probabilities(model, features, sampler, generator)
-        probs = probs.float()[..., :bh, :bw].reshape(-1, k, c, bh, bw)
-        mean, entropy, mi = uncertainty_from_samples(probs)
+        mean, entropy, mi = _sample_batch(model, batch.to(device), sampler, generator, opts.samples)
         stop = start + batch.shape[0]
         probs_out[start:stop] = mean.cpu().numpy().astype(np.float16)
         ent_out[start:stop] = entropy.cpu().numpy()
@@ -140,6 +153,104 @@ def frame_scores(probabilities: np.ndarray, entropy: np.ndarray) -> np.ndarray:
     return scores
 
 
+def class_scores(probabilities: np.ndarray, entropy: np.ndarray, threshold: float = 0.1
+                 ) -> np.ndarray:
+    """(T, C) per-class uncertainty: mean entropy over the pixels where the class is plausible
+    (its probability >= `threshold`); NaN where a class is nowhere plausible in a frame.
+    probabilities: (T, C, H, W); entropy: (T, H, W)."""
+    t, c = probabilities.shape[:2]
+    out = np.full((t, c), np.nan, dtype=np.float32)
+    for i in range(t):
+        for k in range(c):
+            region = probabilities[i, k] >= threshold
+            if region.any():
+                out[i, k] = entropy[i][region].mean()
+    return out
+
+
+@dataclass
+class SegmentChunk:
+    """The result for some frames of a video, as :func:`iter_segment` streams it.
+
+    indices: (B,) frame indices in the video; probabilities: (B, C, H, W) float16;
+    labels: (B, H, W) uint8; entropy, mutual_information: (B, H, W) float32;
+    frame_scores: (B,) float32; class_scores: (B, C) float32 (see :func:`class_scores`);
+    done / total: frames finished so far in this run / frames asked for.
+    """
+
+    indices: np.ndarray
+    probabilities: np.ndarray
+    labels: np.ndarray
+    entropy: np.ndarray
+    mutual_information: np.ndarray
+    frame_scores: np.ndarray
+    class_scores: np.ndarray
+    done: int
+    total: int
+    elapsed_s: float
+
+
+@torch.no_grad()
+def iter_segment(
+    model: DiffSegNet,
+    frames: np.ndarray,
+    *,
+    normalisation: dict,
+    timesteps: int,
+    options: SegmentOptions | None = None,
+    indices=None,
+    should_stop: Callable[[], bool] | None = None,
+):
+    """Segment frames of a raw video one batch at a time, yielding a :class:`SegmentChunk`
+    per batch (stream them into a viewer; stop iterating to cancel).
+
+    frames: (T, H, W) or (T, H, W, 3) raw video of any dtype, normalised with the whole
+    video's intensity range (so one frame gives the same result as the whole run); only the
+    current batch is ever converted to float. indices: frames to do (default all), in order.
+    """
+    opts = options or SegmentOptions()
+    if opts.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {opts.batch_size}")
+    frames = np.asarray(frames)
+    if frames.ndim not in (3, 4):
+        raise ValueError(f"frames must be (T, H, W) or (T, H, W, 3), got shape {frames.shape}")
+    todo = np.arange(frames.shape[0]) if indices is None else np.asarray(indices, dtype=int)
+    if todo.size and (todo.min() < 0 or todo.max() >= frames.shape[0]):
+        raise ValueError(f"frame indices must be in 0..{frames.shape[0] - 1}")
+    lo, hi = normalisation_range(frames, normalisation)
+    device = next(model.parameters()).device
+    model.eval()
+    sampler = DDIMSampler(NoiseSchedule(timesteps), steps=opts.steps, eta=opts.eta)
+    generator = torch.Generator(device=device).manual_seed(opts.seed)
+    t0 = time.perf_counter()
+    done = 0
+    for start in range(0, todo.size, opts.batch_size):
+        if should_stop is not None and should_stop():
+            raise Cancelled("segmentation cancelled")
+        idx = todo[start : start + opts.batch_size]
+        images = apply_normalisation(frames[idx], lo, hi)
+        if images.ndim == 4:
+            images = images.mean(axis=-1)
+        mean, entropy, mi = _sample_batch(
+            model, torch.from_numpy(images).to(device), sampler, generator, opts.samples
+        )
+        probs = mean.cpu().numpy().astype(np.float16)
+        ent = entropy.cpu().numpy()
+        done += idx.size
+        yield SegmentChunk(
+            indices=idx,
+            probabilities=probs,
+            labels=probs.argmax(axis=1).astype(np.uint8),
+            entropy=ent,
+            mutual_information=mi.cpu().numpy(),
+            frame_scores=frame_scores(probs, ent),
+            class_scores=class_scores(probs, ent),
+            done=done,
+            total=int(todo.size),
+            elapsed_s=time.perf_counter() - t0,
+        )
+
+
 def segment(
     model: DiffSegNet,
     frames: np.ndarray,
@@ -151,26 +262,34 @@ def segment(
     should_stop: Callable[[], bool] | None = None,
 ) -> Segmentation:
     """Segment raw frames (T, H, W) (any dtype; (T, H, W, 3) is averaged to gray)."""
-    opts = options or SegmentOptions()
     t0 = time.perf_counter()
-    images = normalise_frames(frames, normalisation)
-    if images.ndim == 4:
-        images = images.mean(axis=-1)
-    probs, entropy, mi = predict_normalised(
-        model, images, timesteps=timesteps, options=opts, progress=progress,
+    frames = np.asarray(frames)
+    n, h, w = frames.shape[:3]
+    c = model.config.num_classes
+    probs = np.empty((n, c, h, w), dtype=np.float16)
+    entropy = np.empty((n, h, w), dtype=np.float32)
+    mi = np.empty((n, h, w), dtype=np.float32)
+    scores = np.empty(n, dtype=np.float32)
+    for chunk in iter_segment(
+        model, frames, normalisation=normalisation, timesteps=timesteps, options=options,
         should_stop=should_stop,
-    )
-    labels = probs.argmax(axis=1).astype(np.uint8)
+    ):
+        probs[chunk.indices] = chunk.probabilities
+        entropy[chunk.indices] = chunk.entropy
+        mi[chunk.indices] = chunk.mutual_information
+        scores[chunk.indices] = chunk.frame_scores
+        if progress is not None:
+            progress(chunk.done, chunk.total)
     elapsed = time.perf_counter() - t0
     device = next(model.parameters()).device
-    logger.info("segmented %d frames in %.2f s on %s", frames.shape[0], elapsed, device)
+    logger.info("segmented %d frames in %.2f s on %s", n, elapsed, device)
     return Segmentation(
         probabilities=probs,
-        labels=labels,
+        labels=probs.argmax(axis=1).astype(np.uint8),
         entropy=entropy,
         mutual_information=mi,
-        frame_scores=frame_scores(probs, entropy),
-        timings={"total_s": elapsed, "per_frame_s": elapsed / max(frames.shape[0], 1)},
+        frame_scores=scores,
+        timings={"total_s": elapsed, "per_frame_s": elapsed / max(n, 1)},
         device=str(device),
     )
 

@@ -74,3 +74,42 @@ def test_segmentation_can_be_cancelled(model):
                 progress=lambda done, total: calls.append(done),
                 should_stop=lambda: len(calls) >= 1)
     assert calls == [2]
+
+
+def test_iter_segment_streams_chunks_for_chosen_frames(model):
+    from napari_diffseg.engine.inference import iter_segment
+
+    frames = _frames(t=5)
+    opts = SegmentOptions(steps=2, samples=2, batch_size=2, seed=1)
+    chunks = list(iter_segment(model, frames, normalisation=NORM, timesteps=10, options=opts,
+                               indices=[4, 1, 3]))
+    assert [c.indices.tolist() for c in chunks] == [[4, 1], [3]]
+    assert [c.done for c in chunks] == [2, 3] and chunks[-1].total == 3
+    first = chunks[0]
+    assert first.labels.shape == (2, 40, 52) and first.class_scores.shape == (2, 3)
+    # the frame is normalised with the whole video's range: same result alone or in the run
+    alone = next(iter_segment(model, frames, normalisation=NORM, timesteps=10,
+                              options=SegmentOptions(steps=2, samples=2, batch_size=1, seed=1),
+                              indices=[4]))
+    np.testing.assert_allclose(alone.probabilities.astype(np.float32),
+                               first.probabilities[:1].astype(np.float32), atol=2e-3)
+
+
+def test_iter_segment_rejects_bad_indices(model):
+    from napari_diffseg.engine.inference import iter_segment
+
+    with pytest.raises(ValueError, match="0..2"):
+        next(iter_segment(model, _frames(), normalisation=NORM, timesteps=10, indices=[3]))
+
+
+def test_class_scores_cover_plausible_pixels_only():
+    from napari_diffseg.engine.inference import class_scores
+
+    probs = np.zeros((1, 3, 2, 2), np.float32)
+    probs[0, 0] = 1.0
+    probs[0, :, 0, 0] = [0.5, 0.5, 0.0]  # class 1 plausible at one pixel only
+    entropy = np.array([[[0.7, 0.0], [0.0, 0.0]]], np.float32)
+    scores = class_scores(probs, entropy)
+    assert scores[0, 1] == pytest.approx(0.7)
+    assert scores[0, 0] == pytest.approx(0.175)
+    assert np.isnan(scores[0, 2])
