@@ -94,16 +94,23 @@ def _sample_batch(
     sampler: DDIMSampler,
     generator: torch.Generator,
     samples: int,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """batch: (B, H, W) float32 normalised frames on the model's device -> (mean probabilities
-    (B, C, H, W), entropy (B, H, W), mutual information (B, H, W)), float32."""
+    (B, C, H, W), entropy (B, H, W), mutual information (B, H, W)), float32.
+    `should_stop` is polled after every DDIM step: cancelling never waits for a whole batch."""
+
+    def check(_step: int) -> None:
+        if should_stop is not None and should_stop():
+            raise Cancelled("segmentation cancelled")
+
     device = batch.device
     c, k = model.config.num_classes, max(1, samples)
     x, (bh, bw) = pad_to_multiple(batch[:, None], model.config.multiple)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         features = model.encode(x)
         features = features.repeat_interleave(k, dim=0)
-        probs = sample_probabilities(model, features, sampler, generator)
+        probs = sample_probabilities(model, features, sampler, generator, on_step=check)
     probs = probs.float()[..., :bh, :bw].reshape(-1, k, c, bh, bw)
     return uncertainty_from_samples(probs)
 
@@ -134,7 +141,9 @@ def predict_normalised(
         if should_stop is not None and should_stop():
             raise Cancelled("segmentation cancelled")
         batch = torch.from_numpy(np.ascontiguousarray(images[start : start + opts.batch_size]))
-        mean, entropy, mi = _sample_batch(model, batch.to(device), sampler, generator, opts.samples)
+        mean, entropy, mi = _sample_batch(
+            model, batch.to(device), sampler, generator, opts.samples, should_stop
+        )
         stop = start + batch.shape[0]
         probs_out[start:stop] = mean.cpu().numpy().astype(np.float16)
         ent_out[start:stop] = entropy.cpu().numpy()
@@ -232,7 +241,8 @@ def iter_segment(
         if images.ndim == 4:
             images = images.mean(axis=-1)
         mean, entropy, mi = _sample_batch(
-            model, torch.from_numpy(images).to(device), sampler, generator, opts.samples
+            model, torch.from_numpy(images).to(device), sampler, generator, opts.samples,
+            should_stop,
         )
         probs = mean.cpu().numpy().astype(np.float16)
         ent = entropy.cpu().numpy()

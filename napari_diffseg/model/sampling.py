@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .network import DiffSegNet
@@ -14,17 +16,20 @@ def sample_probabilities(
     features: torch.Tensor,
     sampler: DDIMSampler,
     generator: torch.Generator | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Draw one label-map sample per row of `features` by DDIM from pure noise.
 
     features: conditioning from ``net.encode`` (repeat rows for several samples of a frame)
+    on_step: called with the number of finished steps after each step (a caller may raise
+        from it to abandon the sampling)
     returns: (B, C, H, W) class probabilities of the final denoised prediction.
     """
     shape = net.label_shape(features)
     b, c = shape[:2]
     x = torch.randn(shape, generator=generator, device=features.device)
     probs = torch.full(shape, 1.0 / c, device=features.device)
-    for t, t_prev in sampler.timesteps:
+    for done, (t, t_prev) in enumerate(sampler.timesteps, start=1):
         t_cont = torch.full((b,), t / sampler.schedule.timesteps, device=features.device)
         logits, _ = net.denoise(x, features, t_cont)
         probs = logits.float().softmax(dim=1)
@@ -32,4 +37,6 @@ def sample_probabilities(
         if sampler.eta > 0:
             noise = torch.randn(x.shape, generator=generator, device=x.device)
         x = sampler.step(x, probs * 2 - 1, t, t_prev, noise)
+        if on_step is not None:
+            on_step(done)
     return probs

@@ -113,3 +113,19 @@ def test_class_scores_cover_plausible_pixels_only():
     assert scores[0, 1] == pytest.approx(0.7)
     assert scores[0, 0] == pytest.approx(0.175)
     assert np.isnan(scores[0, 2])
+
+
+def test_cancel_is_noticed_between_sampling_steps(model):
+    from napari_diffseg.engine.inference import iter_segment
+
+    calls = []
+
+    def stop_after_first_step():
+        calls.append(1)
+        return len(calls) > 1  # the batch check passes, the first DDIM step stops it
+
+    with pytest.raises(Cancelled):
+        next(iter_segment(model, _frames(), normalisation=NORM, timesteps=10,
+                          options=SegmentOptions(steps=4, samples=1, batch_size=3),
+                          should_stop=stop_after_first_step))
+    assert len(calls) == 2
