@@ -1,0 +1,545 @@
+"""Fine-tuning in a child process that streams progress, can be paused, stopped and killed.
+
+The GUI runs fine-tuning from a worker thread, but the training loop itself runs in a separate
+process (``multiprocessing`` with the *spawn* start method): the Qt thread never shares the GIL
+with it, a kill returns all its memory (GPU included) to the OS, and a crash cannot take napari
+down. No Qt or napari import here::
+
+    data, val = build_finetune_data(frames, labels, verified, classes=classes, val_fraction=0.2)
+    job = FinetuneProcess(FinetuneRequest(data, val, TrainOptions(iterations=500), "tuned.pt",
+                                          init="model.pt"))
+    job.start()
+    for event in job.events():   # blocks; the worker thread forwards each dict to the GUI
+        ...                      # job.pause() / job.resume() / job.stop() / job.kill() meanwhile
+
+Events are plain picklable, JSON-friendly dicts, in this order:
+
+- ``{"kind": "started", "device": "cpu (2 threads)", "iterations": 500, "output": path}``
+- ``{"kind": "progress", "iteration", "total", "losses": {name: float}, "val_dice": float |
+  None, "elapsed_s"}`` after every iteration (``val_dice`` only where validation ran);
+- ``{"kind": "checkpoint", "path", "iteration", "val_dice", "best": bool}`` whenever a file is
+  written;
+- ``{"kind": "paused", "iteration"}`` / ``{"kind": "resumed", "iteration"}``;
+- ``{"kind": "log", "level", "message"}`` for warnings logged by the training code;
+- exactly one final ``{"kind": "done", "path", "metrics", "stopped", "best_val_dice",
+  "best_iteration"}`` or ``{"kind": "error", "message", "error_type", "detail"}``.
+
+Files: ``request.output`` holds the weights with the best validation Dice when there is a
+validation set, else the last weights; it is always written atomically (a reader never sees a
+half-written file) and holds no training state (optimiser, EMA teacher, prototype memory), so it
+stays small and is a model to use or to fine-tune again (``init=``), not a run to resume.
+With ``checkpoint_every`` the current weights are also saved every N iterations: to ``output``
+itself without validation, to :func:`last_path` (``tuned.last.pt``) with validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import multiprocessing as mp
+import queue
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_diffseg.data.sequences import SparseDataset, normalise_frames
+from napari_diffseg.engine.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from napari_diffseg.engine.device import device_description, resolve_device
+from napari_diffseg.engine.training import TrainOptions, TrainProgress, train
+from napari_diffseg.model import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+TERMINAL_KINDS = ("done", "error")
+OOM_MESSAGE = "GPU out of memory: lower the batch size or crop size, or train on CPU"
+RAM_MESSAGE = "out of memory: lower the batch size or crop size, or train on fewer frames"
+
+
+# -- data ----------------------------------------------------------------------------------
+def _gray(frames: np.ndarray, what: str, normalisation: dict | None) -> np.ndarray:
+    """(T, H, W) or (T, H, W, 3) raw frames -> (T, H, W) float32 normalised."""
+    x = np.asarray(frames)
+    if not (x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 3)):
+        raise ValueError(f"{what} should be frames x height x width (or x 3 for colour), "
+                         f"got shape {x.shape}")
+    out = normalise_frames(x, normalisation)
+    return out.mean(axis=-1) if out.ndim == 4 else out
+
+
+def build_finetune_data(
+    frames: np.ndarray,
+    labels: np.ndarray,
+    verified: Iterable[int],
+    *,
+    classes: dict[int, str],
+    normalisation: dict | None = None,
+    extra_unlabelled: Iterable[np.ndarray] = (),
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    name: str = "video",
+) -> tuple[SparseDataset, SparseDataset | None]:
+    """The training (and validation) set of one annotated video, as the GUI holds it.
+
+    Args:
+        frames: (T, H, W) raw video of any dtype, or (T, H, W, 3) (averaged to gray after
+            normalisation).
+        labels: (T, H, W) integer label volume (values 0..255); only verified frames are read.
+        verified: indices of the frames whose labels are ground truth; every other frame of the
+            video is used as an unlabelled frame.
+        classes: label value -> class name (0, the background, is added if missing).
+        normalisation: as stored in checkpoints (default ``DEFAULT_NORMALISATION``); pass the
+            initial model's. Each video is normalised with its own percentiles.
+        extra_unlabelled: more raw videos, each (T', H', W') or (T', H', W', 3), all unlabelled.
+        val_fraction: share of the verified frames held out for validation, in [0, 1): none
+            for 0, else ``max(1, round(val_fraction * n))`` but at least 1 frame is kept for
+            training (so 1 verified frame gives no validation set). Held-out frames are used
+            neither as labelled nor as unlabelled training frames.
+        seed: the held-out frames are a deterministic function of ``seed`` and ``verified``.
+        name: sequence name recorded in the dataset summary.
+
+    Returns:
+        (train, val): ``train`` has the verified frames as (H, W) float32 images with (H, W)
+        uint8 labels and all other frames as unlabelled (H, W) float32 images; ``val`` holds
+        the held-out verified frames, or is None.
+
+    Raises:
+        ValueError: no verified frames, an index outside the video, mismatching shapes, label
+            values that are not classes, or a val_fraction outside [0, 1).
+    """
+    chosen = sorted({int(i) for i in verified})
+    if not chosen:
+        raise ValueError("no verified frames to train on: mark at least one corrected frame "
+                         "as verified")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    raw = np.asarray(frames)
+    lab = np.asarray(labels)
+    if lab.shape != raw.shape[:3]:
+        raise ValueError(f"labels of shape {lab.shape} do not match the video's frames "
+                         f"{raw.shape[:3]} (frames x height x width)")
+    if not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
+        raise ValueError(f"labels should be integers, got {lab.dtype}")
+    n_frames = raw.shape[0]
+    outside = [i for i in chosen if not 0 <= i < n_frames]
+    if outside:
+        raise ValueError(f"verified frame(s) {outside} are outside the video, which has "
+                         f"{n_frames} frames (0 to {n_frames - 1})")
+    names = {int(k): str(v) for k, v in classes.items()}
+    names.setdefault(0, "background")
+    for i in chosen:
+        unknown = sorted(set(np.unique(lab[i]).tolist()) - set(names))
+        if unknown:
+            raise ValueError(f"frame {i} has label value(s) {unknown} that are not classes "
+                             f"({', '.join(f'{k} {v}' for k, v in sorted(names.items()))}): "
+                             "erase them or add the class")
+    held_out: list[int] = []
+    if val_fraction > 0:
+        n_val = min(max(1, round(val_fraction * len(chosen))), len(chosen) - 1)
+        if n_val == 0:
+            logger.warning("only 1 verified frame: no validation set, it is used for training")
+        rng = np.random.default_rng(seed)
+        held_out = sorted(int(i) for i in rng.choice(chosen, size=n_val, replace=False))
+    video = _gray(raw, "the video", normalisation)
+    train_set = SparseDataset(classes=dict(names), sequences=[name], source=name)
+    labelled = set(chosen) - set(held_out)
+    for i in range(n_frames):
+        if i in labelled:
+            train_set.images.append(video[i])
+            train_set.labels.append(lab[i].astype(np.uint8))
+        elif i not in held_out:
+            train_set.unlabelled.append(video[i])
+    for k, extra in enumerate(extra_unlabelled):
+        train_set.unlabelled.extend(_gray(extra, f"extra video {k}", normalisation))
+        train_set.sequences.append(f"{name}-extra{k}")
+    val_set = None
+    if held_out:
+        val_set = SparseDataset(images=[video[i] for i in held_out],
+                                labels=[lab[i].astype(np.uint8) for i in held_out],
+                                classes=dict(names), sequences=[name], source=f"{name} (val)")
+    logger.info("fine-tuning data: %d labelled, %d unlabelled, %d validation frames",
+                len(train_set.images), len(train_set.unlabelled), len(held_out))
+    return train_set, val_set
+
+
+# -- the request and its synchronous run ---------------------------------------------------
+@dataclasses.dataclass
+class FinetuneRequest:
+    """Everything the child process needs (pickled to it, so plain data and arrays only).
+
+    Attributes:
+        data: training frames (see :func:`build_finetune_data`).
+        val: validation frames, or None (then ``output`` holds the last weights).
+        options: the training options; ``options.val_every`` sets how often validation runs.
+        output: the checkpoint file the user sees (best val Dice if ``val`` else the last).
+        init: checkpoint file to start from; None trains from scratch.
+        model_config: architecture (dict or ModelConfig), used only when ``init`` is None.
+        threads: ``torch.set_num_threads`` in the child process (None: torch's default).
+        checkpoint_every: also save the current weights every N iterations (0: only at
+            validation improvements and at the end); see :func:`last_path`.
+    """
+
+    data: SparseDataset
+    val: SparseDataset | None
+    options: TrainOptions
+    output: str
+    init: str | None = None
+    model_config: dict | None = None
+    threads: int | None = None
+    checkpoint_every: int = 0
+
+
+def last_path(output: str | Path) -> Path:
+    """Where periodic saves go when ``output`` holds the best weights: ``x.pt -> x.last.pt``."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.last{output.suffix or '.pt'}")
+
+
+def error_event(exc: BaseException) -> dict[str, Any]:
+    """The ``error`` event for an exception, with a message that says what to do."""
+    text = str(exc)
+    if isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and "out of memory" in text.lower()
+    ):
+        message = OOM_MESSAGE
+    elif isinstance(exc, MemoryError) or "can't allocate memory" in text:
+        message = RAM_MESSAGE
+    elif isinstance(exc, ValueError):  # CheckpointError included: messages say what to do
+        message = text
+    elif isinstance(exc, KeyboardInterrupt):
+        message = "training was interrupted"
+    else:
+        message = f"training failed ({type(exc).__name__}: {text})"
+    detail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {"kind": "error", "message": message, "error_type": type(exc).__name__,
+            "detail": detail}
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+class _Saver:
+    """Decides which checkpoint goes to which file, and emits the ``checkpoint`` events."""
+
+    def __init__(self, request: FinetuneRequest, validating: bool,
+                 emit: Callable[[dict], None]) -> None:
+        self.output = Path(request.output)
+        self.validating = validating
+        self.every = max(0, request.checkpoint_every)
+        self.emit = emit
+        self.best: float | None = None
+        self.best_iteration: int | None = None
+        self.best_ckpt: Checkpoint | None = None
+        self.pending: int | None = None  # iteration whose improvement is not yet on disk
+
+    def _write(self, path: Path, ckpt: Checkpoint, iteration: int, best: bool,
+               announce: bool = True) -> None:
+        try:
+            save_checkpoint(path, dataclasses.replace(ckpt, training_state=None))
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}: choose another file to save the model to") from exc
+        if announce:
+            self.emit({"kind": "checkpoint", "path": str(path), "iteration": iteration,
+                       "val_dice": self.best if best else None, "best": best})
+
+    def progress(self, p: TrainProgress) -> None:
+        """Called by train() after each iteration, before :meth:`periodic` of the same one."""
+        if not (self.validating and _finite(p.val_dice)):
+            return
+        if self.best is None or p.val_dice > self.best:
+            self.best, self.best_iteration = float(p.val_dice), p.iteration
+            self.pending = p.iteration
+
+    def periodic(self, ckpt: Checkpoint) -> None:
+        """train()'s ``on_checkpoint``; ``ckpt.metrics["iterations"]`` is the iteration."""
+        it = int(ckpt.metrics["iterations"])
+        if self.pending == it:
+            self.best_ckpt = dataclasses.replace(
+                ckpt, training_state=None, metrics={"iterations": it, "val_dice": self.best})
+            self._write(self.output, self.best_ckpt, it, best=True)
+            self.pending = None
+        if self.every and it % self.every == 0:
+            path = last_path(self.output) if self.validating else self.output
+            self._write(path, ckpt, it, best=False)
+
+    def finish(self, final: Checkpoint) -> dict:
+        """Write the end result; -> metrics of the run (JSON-friendly)."""
+        metrics = dict(final.metrics)
+        it = int(metrics.get("iterations", 0))
+        new_best = self.pending is not None  # the last validation improved: final weights
+        if new_best:
+            self.best_ckpt = dataclasses.replace(final, metrics={"iterations": it,
+                                                                "val_dice": self.best})
+        if self.best_ckpt is not None:  # keep the best weights, record the final metrics
+            best = dataclasses.replace(self.best_ckpt, metrics={
+                **self.best_ckpt.metrics, "best_iteration": self.best_iteration,
+                "best_val_dice": self.best, "final": metrics})
+            self._write(self.output, best, it, best=True, announce=new_best)
+        else:  # no validation, or stopped before the first one: the last weights
+            if self.validating:
+                logger.warning("no validation Dice was measured (stopped before the first "
+                               "validation, or no foreground in the validation frames): "
+                               "saving the last weights")
+            self._write(self.output, final, it, best=False)
+        return {**metrics, "best_val_dice": self.best, "best_iteration": self.best_iteration}
+
+
+def run_finetune(
+    request: FinetuneRequest,
+    emit: Callable[[dict], None],
+    should_stop: Callable[[], bool] = lambda: False,
+    is_paused: Callable[[], bool] = lambda: False,
+    *,
+    poll: float = 0.1,
+) -> dict:
+    """Fine-tune in this process: what the child process runs, callable directly.
+
+    ``emit`` receives the events (module docstring) from ``started`` to ``done``;
+    ``should_stop`` and ``is_paused`` are polled between iterations (a pause blocks there,
+    polling every ``poll`` s, until resumed or stopped). A stop ends training at the next
+    iteration boundary and still writes the checkpoint. Does not set torch's thread count.
+
+    Returns:
+        the ``done`` event (also emitted).
+
+    Raises:
+        CheckpointError: the init checkpoint cannot be read, or the output cannot be written.
+        ValueError: data and model do not fit (classes, frame size), or a bad option.
+        torch.cuda.OutOfMemoryError: and whatever else training raises
+            (:func:`error_event` turns them into ``error`` events).
+    """
+    opts = request.options
+    init = None
+    if request.init:
+        try:
+            init = load_checkpoint(request.init)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}: choose another model to start from, or train "
+                                  "from scratch") from exc
+    if init is not None and init.schedule.get("timesteps") not in (None, opts.timesteps):
+        logger.warning("the initial model was trained with %s diffusion timesteps, this run "
+                       "uses %d", init.schedule.get("timesteps"), opts.timesteps)
+    config = request.model_config
+    if isinstance(config, dict):
+        config = ModelConfig(**config)
+    validating = request.val is not None and opts.val_every > 0
+    if request.val is not None and not validating:
+        logger.warning("a validation set was given but options.val_every is 0: not validating")
+    emit({"kind": "started", "device": device_description(resolve_device(opts.device)),
+          "iterations": opts.iterations, "output": str(request.output)})
+    saver = _Saver(request, validating, emit)
+    last = {"iteration": 0}
+
+    def callback(p: TrainProgress) -> None:
+        last["iteration"] = p.iteration
+        saver.progress(p)
+        emit({"kind": "progress", "iteration": p.iteration, "total": p.total,
+              "losses": dict(p.losses), "val_dice": p.val_dice, "elapsed_s": p.elapsed_s})
+
+    def gate() -> bool:
+        if not should_stop() and is_paused():
+            emit({"kind": "paused", "iteration": last["iteration"]})
+            while is_paused() and not should_stop():
+                time.sleep(poll)
+            if not should_stop():
+                emit({"kind": "resumed", "iteration": last["iteration"]})
+        return should_stop()
+
+    every = [n for n in (opts.val_every if validating else 0, saver.every) if n > 0]
+    result = train(request.data, opts, model_config=config if init is None else None,
+                   init=init, val=request.val if validating else None, callback=callback,
+                   should_stop=gate, checkpoint_every=math.gcd(*every) if every else 0,
+                   on_checkpoint=saver.periodic)
+    metrics = saver.finish(result.checkpoint)
+    done = {"kind": "done", "path": str(request.output), "metrics": metrics,
+            "stopped": bool(result.stopped_early), "best_val_dice": saver.best,
+            "best_iteration": saver.best_iteration}
+    emit(done)
+    return done
+
+
+# -- the child process ---------------------------------------------------------------------
+class _EventLogHandler(logging.Handler):
+    """Forwards log records of the training code to the parent as ``log`` events."""
+
+    def __init__(self, emit: Callable[[dict], None], level: int) -> None:
+        super().__init__(level)
+        self._emit = emit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._emit({"kind": "log", "level": record.levelname,
+                        "message": record.getMessage()})
+        except Exception:  # a log line must never break training
+            self.handleError(record)
+
+
+def _child_main(request: FinetuneRequest, events: Any, pause: Any, stop: Any,
+                log_level: int) -> None:
+    """Entry point of the child process: run, and report every outcome as an event."""
+    logging.basicConfig(level=log_level,
+                        format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
+    package_logger = logging.getLogger("napari_diffseg")
+    package_logger.addHandler(_EventLogHandler(events.put, logging.WARNING))
+    parent = mp.parent_process()
+
+    def should_stop() -> bool:
+        if parent is not None and not parent.is_alive():  # napari is gone: don't linger
+            stop.set()
+        return stop.is_set()
+
+    try:
+        if request.threads:
+            torch.set_num_threads(int(request.threads))
+        run_finetune(request, events.put, should_stop, pause.is_set)
+    except (Exception, KeyboardInterrupt) as exc:
+        logger.info("fine-tuning failed: %s", exc)  # not forwarded: the event has it all
+        events.put(error_event(exc))
+
+
+class FinetuneProcess:
+    """One fine-tuning run in a child process (see the module docstring for the events).
+
+    Not thread-safe for concurrent :meth:`events` iteration; ``pause``/``resume``/``stop``/
+    ``kill`` may be called from any thread while another iterates :meth:`events`.
+    """
+
+    def __init__(self, request: FinetuneRequest, *, start_method: str = "spawn") -> None:
+        self.request = request
+        self._ctx = mp.get_context(start_method)
+        self._queue = self._ctx.Queue()
+        self._pause = self._ctx.Event()
+        self._stop = self._ctx.Event()
+        self._process: Any = None
+        self._pending: deque[dict] = deque()
+        self._final: dict | None = None  # the done/error event, once received
+        self._over = False  # events() has yielded its last event
+
+    def start(self) -> None:
+        """Start the child process (returns at once; training starts after its imports)."""
+        if self._process is not None:
+            raise RuntimeError("this fine-tuning process was already started")
+        level = logging.getLogger("napari_diffseg").getEffectiveLevel()
+        # daemon: ended by multiprocessing when the parent exits; the child also stops by
+        # itself when it sees the parent gone (killed), see _child_main
+        self._process = self._ctx.Process(
+            target=_child_main, name="napari-diffseg-finetune", daemon=True,
+            args=(self.request, self._queue, self._pause, self._stop, level))
+        self._process.start()
+        logger.info("fine-tuning process %d started", self._process.pid)
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.is_alive()
+
+    @property
+    def paused(self) -> bool:
+        return self._pause.is_set()
+
+    @property
+    def exitcode(self) -> int | None:
+        return None if self._process is None else self._process.exitcode
+
+    def pause(self) -> None:
+        """Hold training at the next iteration boundary (a ``paused`` event follows)."""
+        self._pause.set()
+
+    def resume(self) -> None:
+        self._pause.clear()
+
+    def stop(self) -> None:
+        """End at the next iteration boundary (paused or not); the checkpoint is written and
+        ``done`` is sent with ``stopped=True``."""
+        self._stop.set()
+
+    def _receive(self, timeout: float) -> bool:
+        """Move one event from the queue to the pending list; False if none came."""
+        try:
+            event = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        if event.get("kind") in TERMINAL_KINDS and self._final is None:
+            self._final = event
+            if event["kind"] == "error":
+                logger.debug("fine-tuning failed:\n%s", event.get("detail", ""))
+        elif event.get("kind") == "log":
+            logger.log(logging.getLevelName(event.get("level", "WARNING")),
+                       "training process: %s", event.get("message"))
+        self._pending.append(event)
+        return True
+
+    def _drain(self) -> None:
+        while self._receive(0.05):
+            pass
+
+    def _join(self, timeout: float = 10.0) -> None:
+        self._process.join(timeout)
+        if self._process.is_alive():
+            logger.warning("fine-tuning process did not exit after its last event: terminating")
+            self._process.terminate()
+            self._process.join(timeout)
+
+    def events(self, poll: float = 0.1) -> Iterator[dict]:
+        """Yield the events as they come, blocking, until ``done`` or ``error``; then join.
+
+        If the process ends without either (killed, crashed), the last event is an ``error``
+        saying it exited with code N. ``poll``: seconds between liveness checks.
+        """
+        if self._process is None:
+            raise RuntimeError("call start() before events()")
+        while not self._over:
+            if self._pending:
+                event = self._pending.popleft()
+                if event is self._final:
+                    self._over = True
+                    self._join()
+                yield event
+            elif self._receive(poll):
+                continue
+            elif not self._process.is_alive():
+                self._drain()  # what it sent before exiting
+                if self._pending:
+                    continue
+                self._process.join()
+                code = self._process.exitcode
+                self._over = True
+                yield {"kind": "error", "error_type": "ProcessExited", "detail": "",
+                       "message": f"the training process exited with code {code} before "
+                                  "finishing (killed, or out of memory?)"}
+
+    def kill(self, timeout: float = 5.0) -> None:
+        """Stop; if the process is still alive after ``timeout`` s, terminate it (SIGTERM,
+        then SIGKILL). Events it sent meanwhile stay available to :meth:`events`."""
+        if self._process is None:
+            return
+        self.stop()
+        deadline = time.monotonic() + timeout
+        while self._process.is_alive() and time.monotonic() < deadline:
+            self._receive(0.05)  # keep the pipe empty so the child can flush and exit
+        if self._process.is_alive():
+            logger.warning("fine-tuning process %d did not stop in %.1f s: terminating",
+                           self._process.pid, timeout)
+            self._process.terminate()
+            self._process.join(2.0)
+        if self._process.is_alive():
+            self._process.kill()
+        self._process.join()
+        self._drain()
+
+    def __enter__(self) -> FinetuneProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.kill()

@@ -1,0 +1,232 @@
+"""Fine-tuning data from the GUI's state, and training in a child process that can be stopped,
+paused and killed (real spawned processes on tiny frames and a tiny model)."""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from engine_testdata import TINY
+
+from napari_diffseg.data import SyntheticConfig, generate_sequence
+from napari_diffseg.data.sequences import DEFAULT_NORMALISATION
+from napari_diffseg.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from napari_diffseg.engine.finetune import (
+    OOM_MESSAGE,
+    FinetuneProcess,
+    FinetuneRequest,
+    build_finetune_data,
+    error_event,
+    last_path,
+    run_finetune,
+)
+from napari_diffseg.engine.training import TrainOptions
+from napari_diffseg.model import DiffSegNet, ModelConfig
+
+FRAMES, SIZE = 8, 32
+
+
+@pytest.fixture(scope="module")
+def video():
+    """A synthetic (T, H, W) uint8 video with its (T, H, W) uint8 labels and class names."""
+    return generate_sequence(SyntheticConfig(size=SIZE, frames=FRAMES, seed=3, guidewire=False))
+
+
+@pytest.fixture(scope="module")
+def data(video):
+    return build_finetune_data(video.frames, video.labels, [0, 3, 6], classes=video.classes)[0]
+
+
+@pytest.fixture(scope="module")
+def init_path(tmp_path_factory, video) -> str:
+    """A checkpoint of an untrained tiny model that predicts the video's classes."""
+    cfg = ModelConfig(**{**TINY.to_dict(), "num_classes": 4})
+    torch.manual_seed(0)
+    ckpt = Checkpoint(cfg.to_dict(), DiffSegNet(cfg).state_dict(), video.classes,
+                      dict(DEFAULT_NORMALISATION), {"timesteps": 4})
+    return str(save_checkpoint(tmp_path_factory.mktemp("init") / "init.pt", ckpt))
+
+
+def options(**kw) -> TrainOptions:
+    base = {"iterations": 4, "batch_size": 2, "crop_size": SIZE, "device": "cpu",
+            "timesteps": 4, "pseudo_steps": 1, "pseudo_samples": 1, "val_every": 0,
+            "val_steps": 1}
+    return TrainOptions(**{**base, **kw})
+
+
+def watched(job: FinetuneProcess, limit: float = 60.0) -> Iterator[dict]:
+    """job.events(), but a hang ends in a forced kill (and a failing test) after `limit` s."""
+    watchdog = threading.Timer(limit, job.kill, kwargs={"timeout": 0.0})
+    watchdog.start()
+    try:
+        yield from job.events(poll=0.05)
+    finally:
+        watchdog.cancel()
+
+
+def weights(ckpt: Checkpoint) -> torch.Tensor:
+    return torch.cat([v.flatten().float() for v in ckpt.state_dict.values()])
+
+
+# -- build_finetune_data -------------------------------------------------------------------
+def test_verified_frames_are_labelled_and_the_others_unlabelled(video):
+    extra = np.random.default_rng(0).integers(0, 4000, (3, 40, 36), dtype=np.uint16)
+    rgb = np.repeat(video.frames[..., None], 3, axis=-1)
+    no_background = {k: v for k, v in video.classes.items() if k != 0}
+    train, val = build_finetune_data(rgb, video.labels, [5, 1, 5], classes=no_background,
+                                     extra_unlabelled=[extra])
+    assert val is None
+    assert len(train.images) == 2 and len(train.unlabelled) == FRAMES - 2 + 3
+    np.testing.assert_array_equal(train.labels[0], video.labels[1])
+    assert train.labels[0].dtype == np.uint8 and train.images[0].dtype == np.float32
+    assert train.images[0].shape == (SIZE, SIZE) and train.unlabelled[-1].shape == (40, 36)
+    assert -1.6 < train.unlabelled[-1].min() and train.unlabelled[-1].max() < 1.6  # own range
+    assert train.classes[0] == "background"
+
+
+@pytest.mark.parametrize(("verified", "fraction", "n_val"),
+                         [([0, 2, 4, 6], 0.25, 1), ([0, 2, 4, 6], 0.5, 2), ([0, 2], 0.9, 1),
+                          ([0, 2, 4, 6], 0.01, 1), ([3], 0.5, 0)])
+def test_validation_split_holds_out_frames_deterministically(video, verified, fraction, n_val):
+    split = [build_finetune_data(video.frames, video.labels, verified, classes=video.classes,
+                                 val_fraction=fraction, seed=seed) for seed in (7, 7)]
+    (train, val), (_, val_again) = split
+    assert len(train.images) == len(verified) - n_val >= 1
+    assert len(train.unlabelled) == FRAMES - len(verified)  # held-out frames are not reused
+    if n_val == 0:
+        assert val is None
+    else:
+        assert len(val.images) == n_val
+        for a, b in zip(val.labels, val_again.labels, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(("frames", "labels", "verified", "match"), [
+    ((8, 32, 32), (8, 32, 32), [], "no verified frames to train on"),
+    ((8, 32, 32), (8, 32, 32), [8], r"\[8\] are outside the video, which has 8 frames"),
+    ((8, 32, 32), (8, 32, 32), [-1], "outside the video"),
+    ((8, 32, 32), (8, 32, 30), [0], "do not match"),
+    ((8, 32), (8, 32), [0], "frames x height x width"),
+])
+def test_bad_inputs_raise_clear_errors(frames, labels, verified, match):
+    with pytest.raises(ValueError, match=match):
+        build_finetune_data(np.zeros(frames, np.uint8), np.zeros(labels, np.uint8), verified,
+                            classes={1: "vessel"})
+
+
+def test_label_values_that_are_not_classes_are_refused(video):
+    with pytest.raises(ValueError, match=r"frame 2 has label value\(s\) \[2\]"):
+        build_finetune_data(video.frames, np.full_like(video.labels, 2), [2], classes={1: "v"})
+
+
+# -- in-process: the logic the child runs --------------------------------------------------
+def test_output_keeps_the_best_validation_weights(video, tmp_path):
+    train, val = build_finetune_data(video.frames, video.labels, [0, 2, 4, 6],
+                                     classes=video.classes, val_fraction=0.25)
+    out = tmp_path / "tuned.pt"
+    events: list[dict] = []
+    request = FinetuneRequest(train, val, options(iterations=6, val_every=2), str(out),
+                              model_config=TINY.to_dict(), checkpoint_every=3)
+    done = run_finetune(request, events.append)
+    assert done == events[-1] and not done["stopped"]
+    dices = {e["iteration"]: e["val_dice"] for e in events if e["kind"] == "progress"}
+    assert [i for i, d in dices.items() if d is not None] == [2, 4, 6]
+    best_it = max((i for i in (2, 4, 6) if math.isfinite(dices[i])), key=dices.get)
+    saved = load_checkpoint(out)
+    assert saved.training_state is None  # small: a model, not a resumable run
+    assert saved.metrics["best_iteration"] == best_it == done["best_iteration"]
+    assert saved.metrics["final"]["iterations"] == 6
+    assert done["best_val_dice"] == pytest.approx(dices[best_it])
+    written = [(e["path"], e["iteration"]) for e in events if e["kind"] == "checkpoint"]
+    assert (str(last_path(out)), 6) in written and (str(last_path(out)), 3) in written
+    assert load_checkpoint(last_path(out)).metrics["iterations"] == 6
+
+
+def test_errors_become_events_that_say_what_to_do(data, tmp_path):
+    cfg = ModelConfig(**{**TINY.to_dict(), "num_classes": 2})
+    two = save_checkpoint(tmp_path / "two.pt", Checkpoint(
+        cfg.to_dict(), DiffSegNet(cfg).state_dict(), {0: "background", 1: "vessel"},
+        dict(DEFAULT_NORMALISATION), {"timesteps": 4}))
+    with pytest.raises(ValueError, match="4 classes") as caught:
+        run_finetune(FinetuneRequest(data, None, options(), str(tmp_path / "o.pt"),
+                                     init=str(two)), lambda event: None)
+    assert "classes" in error_event(caught.value)["message"]
+    oom = error_event(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate"))
+    assert oom["message"] == OOM_MESSAGE and oom["error_type"] == "OutOfMemoryError"
+
+
+# -- real child processes ------------------------------------------------------------------
+def test_child_process_trains_and_streams_events(data, init_path, tmp_path):
+    out = tmp_path / "tuned.pt"
+    job = FinetuneProcess(FinetuneRequest(data, None, options(), str(out), init=init_path,
+                                          threads=1))
+    job.start()
+    events = list(watched(job))
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "started" and kinds[-1] == "done", kinds
+    assert events[0]["device"].startswith("cpu")
+    progress = [e for e in events if e["kind"] == "progress"]
+    assert [e["iteration"] for e in progress] == [1, 2, 3, 4]
+    json.dumps(events)  # plain data, for a GUI or a log file
+    assert all(math.isfinite(v) for e in progress for v in e["losses"].values())
+    assert events[-1]["path"] == str(out) and events[-1]["stopped"] is False
+    assert not job.alive and job.exitcode == 0
+    tuned = load_checkpoint(out)
+    assert not torch.equal(weights(tuned), weights(load_checkpoint(init_path)))
+
+
+def test_stop_while_paused_ends_cleanly_with_a_checkpoint(video, tmp_path):
+    train, val = build_finetune_data(video.frames, video.labels, [0, 3, 6],
+                                     classes=video.classes, val_fraction=0.3)
+    out = tmp_path / "stopped.pt"
+    opts = options(iterations=100_000, val_every=1000)
+    job = FinetuneProcess(FinetuneRequest(train, val, opts, str(out),
+                                          model_config=TINY.to_dict(), threads=1))
+    job.start()
+    events = []
+    for event in watched(job):
+        events.append(event)
+        if event["kind"] == "progress" and event["iteration"] == 2:
+            job.pause()
+        elif event["kind"] == "paused":
+            assert job.paused and job.alive
+            job.stop()
+    done = events[-1]
+    assert done["kind"] == "done" and done["stopped"] is True, events[-1]
+    assert "resumed" not in [e["kind"] for e in events]
+    assert not job.alive
+    # stopped before the first validation: the last weights are kept, and the user is told
+    assert any(e["kind"] == "log" and "no validation Dice" in e["message"] for e in events)
+    assert load_checkpoint(out).metrics["iterations"] == done["metrics"]["iterations"] < 100
+
+
+def test_garbage_init_checkpoint_gives_an_error_event(data, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage, not a checkpoint" * 10)
+    job = FinetuneProcess(FinetuneRequest(data, None, options(), str(tmp_path / "o.pt"),
+                                          init=str(bad)))
+    job.start()
+    events = list(watched(job))
+    assert [e["kind"] for e in events] == ["error"]
+    assert events[0]["error_type"] == "CheckpointError"
+    assert str(bad) in events[0]["message"] and "train from scratch" in events[0]["message"]
+    assert not job.alive and not (tmp_path / "o.pt").exists()
+
+
+def test_kill_terminates_a_paused_process(data, tmp_path):
+    job = FinetuneProcess(FinetuneRequest(data, None, options(iterations=100_000),
+                                          str(tmp_path / "k.pt"), model_config=TINY.to_dict()))
+    job.pause()  # paused before the first iteration
+    job.start()
+    for event in watched(job):
+        if event["kind"] == "paused":
+            break
+    job.kill(timeout=0.0)  # no grace period: terminated, not stopped
+    assert not job.alive and job.exitcode != 0
+    rest = list(job.events())
+    assert rest[-1]["kind"] == "error" and "exited with code" in rest[-1]["message"]
