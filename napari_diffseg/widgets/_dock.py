@@ -1,0 +1,716 @@
+"""The napari-diffseg dock: open → segment → review/correct/verify → fine-tune → re-segment.
+
+Thin by design: every long computation is one engine/io call in a napari ``thread_worker``
+(see :mod:`._jobs`), the shared state lives in an :class:`AnnotationSession`, and this module
+only turns user actions and worker results into layer updates and notifications.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QEvent, QObject, QTimer
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import _jobs
+from ._finetune_panel import FinetunePanel
+from ._review import ReviewPanel
+from ._session import OWNER_KEY, AnnotationSession
+
+logger = logging.getLogger(__name__)
+
+BUNDLED = "bundled"
+AUTOSAVE_DELAY_MS = 2000
+KEY_NEXT = "U"
+KEY_VERIFY = "K"
+
+
+def _bundled_model_path() -> Path:
+    from napari_diffseg.models import default_model_path
+
+    return default_model_path()
+
+
+def _describe_error(exc: BaseException) -> str:
+    """A message that says what went wrong and what to do."""
+    name = type(exc).__name__
+    text = str(exc) or name
+    if "OutOfMemory" in name or "out of memory" in text.lower():
+        return ("GPU out of memory: lower the samples per frame or segment on the CPU "
+                f"({text.splitlines()[0]})")
+    return text
+
+
+class _CloseWatcher(QObject):
+    """Saves the project when napari's main window is about to close."""
+
+    def __init__(self, dock: DiffSegWidget) -> None:
+        super().__init__(dock)
+        self.dock = dock
+
+    def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Close:
+            self.dock.save_now()
+        return False
+
+
+class DiffSegWidget(QWidget):
+    """Dock widget: Segment | Review | Fine-tune | Export, for one video at a time."""
+
+    def __init__(self, napari_viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session: AnnotationSession | None = None
+        self.segment_worker = None
+        self.finetune_worker = None
+        self.save_worker = None
+        self._save_again = False
+        self._stop = threading.Event()
+        self._control: _jobs.FinetuneControl | None = None
+        self._seg_started = 0.0
+        self.last_checkpoint: str | None = None
+        self._build_ui()
+        self._autosave = QTimer(self)
+        self._autosave.setSingleShot(True)
+        self._autosave.setInterval(AUTOSAVE_DELAY_MS)
+        self._autosave.timeout.connect(self.save_async)
+        self._close_watcher = _CloseWatcher(self)
+        self._watched_window = None
+        self._connected_labels: list = []
+        self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
+        self.viewer.layers.events.removed.connect(self._layer_removed)
+        self.viewer.dims.events.current_step.connect(self._frame_changed)
+        self.viewer.bind_key(KEY_NEXT, self._key_next, overwrite=True)
+        self.viewer.bind_key(KEY_VERIFY, self._key_verify, overwrite=True)
+        self._refresh_layer_choices()
+
+    # -- UI ----------------------------------------------------------------------------------
+    def _build_ui(self) -> None:
+        layout = QVBoxLayout(self)
+        top = QFormLayout()
+        row = QHBoxLayout()
+        self.video_combo = QComboBox()
+        self.video_combo.setToolTip("the video (image layer) to work on")
+        self.video_combo.currentIndexChanged.connect(self._video_chosen)
+        open_button = QPushButton("Open…")
+        open_button.setToolTip("open a video, DICOM cine, TIFF stack or frame folder")
+        open_button.clicked.connect(self._open_dialog)
+        row.addWidget(self.video_combo, 1)
+        row.addWidget(open_button)
+        top.addRow("Video", row)
+        self.project_label = QLabel("")
+        self.project_label.setWordWrap(True)
+        top.addRow("Project", self.project_label)
+        layout.addLayout(top)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._build_segment_tab(), "Segment")
+        self.review = ReviewPanel()
+        self.review.frame_clicked.connect(self.go_to_frame)
+        self.review.next_button.clicked.connect(self.next_uncertain)
+        self.review.verify_button.clicked.connect(self.toggle_verified)
+        self.review.show_uncertainty.toggled.connect(self._toggle_uncertainty)
+        self.review.contours.toggled.connect(self._toggle_contours)
+        self.tabs.addTab(self.review, "Review")
+        self.finetune = FinetunePanel()
+        self.finetune.start_button.clicked.connect(self.start_finetune)
+        self.finetune.pause_button.toggled.connect(self._pause_finetune)
+        self.finetune.stop_button.clicked.connect(self.stop_finetune)
+        self.finetune.resegment_button.clicked.connect(self.resegment_with_new_model)
+        self.tabs.addTab(self.finetune, "Fine-tune")
+        self.tabs.addTab(self._build_export_tab(), "Export")
+        layout.addWidget(self.tabs)
+
+    def _build_segment_tab(self) -> QWidget:
+        tab = QWidget()
+        form = QFormLayout(tab)
+        model_row = QHBoxLayout()
+        self.model_edit = QLineEdit()
+        self.model_edit.setPlaceholderText("bundled default model")
+        self.model_edit.setToolTip("checkpoint file (.pt); empty: the bundled default model")
+        browse = QPushButton("…")
+        browse.setMaximumWidth(30)
+        browse.clicked.connect(self._browse_model)
+        model_row.addWidget(self.model_edit)
+        model_row.addWidget(browse)
+        form.addRow("Model", model_row)
+        self.device_combo = QComboBox()
+        self._fill_devices()
+        form.addRow("Device", self.device_combo)
+        self.steps_spin = QSpinBox()
+        self.steps_spin.setRange(1, 10)
+        self.steps_spin.setValue(4)
+        self.steps_spin.setToolTip("DDIM sampling steps per sample")
+        form.addRow("Steps", self.steps_spin)
+        self.samples_spin = QSpinBox()
+        self.samples_spin.setRange(1, 16)
+        self.samples_spin.setValue(4)
+        self.samples_spin.setToolTip("stochastic samples per frame: their disagreement is the "
+                                     "uncertainty (1 sample: entropy only)")
+        form.addRow("Samples", self.samples_spin)
+        self.range_combo = QComboBox()
+        self.range_combo.addItem("all frames", "all")
+        self.range_combo.addItem("current frame", "current")
+        self.range_combo.addItem("frames not verified", "unverified")
+        form.addRow("Frames", self.range_combo)
+        buttons = QHBoxLayout()
+        self.run_button = QPushButton("Segment")
+        self.run_button.clicked.connect(lambda: self.start_segmentation())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel_segmentation)
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        form.addRow(buttons)
+        self.seg_progress = QProgressBar()
+        self.seg_progress.setFormat("%v / %m frames")
+        form.addRow(self.seg_progress)
+        self.seg_status = QLabel("")
+        self.seg_status.setWordWrap(True)
+        form.addRow(self.seg_status)
+        return tab
+
+    def _build_export_tab(self) -> QWidget:
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        info = QLabel("Verified frames are exported as annotations; TIFF holds all frames.")
+        info.setWordWrap(True)
+        layout.addWidget(info)
+        for text, slot in (("DAVIS folder…", self._export_davis_dialog),
+                           ("MOSXAV folder…", self._export_mosxav_dialog),
+                           ("Multi-page TIFF…", self._export_tiff_dialog)):
+            button = QPushButton(f"Export {text}")
+            button.clicked.connect(slot)
+            layout.addWidget(button)
+        layout.addStretch(1)
+        return tab
+
+    def _fill_devices(self) -> None:
+        from napari_diffseg.engine.device import (
+            available_devices,
+            device_description,
+            resolve_device,
+        )
+
+        auto = device_description(resolve_device("auto"))
+        self.device_combo.addItem(f"auto: {auto}", "auto")
+        for name in available_devices():
+            self.device_combo.addItem(name, name)
+        if not auto.startswith("cuda"):
+            self.device_combo.setToolTip("no CUDA GPU found: segmentation runs on the CPU")
+
+    # -- video / session ---------------------------------------------------------------------
+    def _video_layers(self):
+        return [layer for layer in self.viewer.layers
+                if layer._type_string == "image" and not (layer.metadata or {}).get(OWNER_KEY)]
+
+    def _refresh_layer_choices(self, event=None) -> None:
+        current = self.video_combo.currentText()
+        names = [layer.name for layer in self._video_layers()]
+        self.video_combo.blockSignals(True)
+        self.video_combo.clear()
+        self.video_combo.addItems(names)
+        if current in names:
+            self.video_combo.setCurrentText(current)
+        self.video_combo.blockSignals(False)
+        if self.session is None and names or (names and current not in names):
+            self._video_chosen()
+
+    def _layer_removed(self, event) -> None:
+        layer = event.value
+        if self.session is not None and layer is self.session.image:
+            self.save_now()
+            self.session = None
+        self._refresh_layer_choices()
+
+    def _video_chosen(self, *_args) -> None:
+        name = self.video_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            return
+        layer = self.viewer.layers[name]
+        if self.session is not None and self.session.image is layer:
+            return
+        if self.session is not None:
+            self.save_now()
+        try:
+            self.session = AnnotationSession(self.viewer, layer)
+        except ValueError as exc:
+            show_warning(str(exc))
+            self.session = None
+            return
+        try:
+            restored = self.session.restore()
+        except (OSError, ValueError) as exc:
+            show_error(f"{exc}. The project was not loaded; new work is saved in "
+                       f"{self.session.project_dir}")
+            restored = False
+        if restored:
+            show_info(f"restored {len(self.session.state.verified)} verified frames from "
+                      f"{self.session.project_dir}")
+            self._connect_labels()
+        elif self.session.adopt_annotations():
+            self._connect_labels()
+            self.schedule_save()
+        self.project_label.setText(str(self.session.project_dir))
+        self.finetune.output.setText(str(self.session.project_dir / "models" / "finetuned.pt"))
+        self.update_review()
+
+    def _connect_labels(self) -> None:
+        layer = self.session.labels_layer
+        if layer is None or any(known is layer for known in self._connected_labels):
+            return
+        layer.events.paint.connect(self._on_paint)
+        self._connected_labels.append(layer)
+
+    def _watch_window(self) -> None:
+        """Once docked, our top-level window is napari's: save when it closes."""
+        window = self.window()
+        if window is not self and id(window) != self._watched_window:
+            window.installEventFilter(self._close_watcher)
+            self._watched_window = id(window)  # an id: holding napari's window would leak it
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self._watch_window()
+        super().showEvent(event)
+
+    def _open_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open angiography video")
+        if path:
+            self.open_video(path)
+
+    def open_video(self, path: str | Path) -> None:
+        """Open a file with our reader; errors become a notification naming the file."""
+        try:
+            self.viewer.open(str(path), plugin="napari-diffseg")
+        except Exception as exc:  # napari wraps reader errors in its own exception types
+            cause = exc.__cause__ or exc
+            show_error(f"could not open {path}: {cause}")
+
+    # -- segmentation ------------------------------------------------------------------------
+    def model_path(self) -> str:
+        text = self.model_edit.text().strip()
+        return text if text else str(_bundled_model_path())
+
+    def _browse_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "", "Checkpoints (*.pt)")
+        if path:
+            self.model_edit.setText(path)
+
+    def current_frame(self) -> int:
+        return int(self.viewer.dims.current_step[0]) if self.viewer.dims.ndim >= 3 else 0
+
+    def frames_to_segment(self, which: str | None = None) -> list[int]:
+        which = which or self.range_combo.currentData()
+        t = self.session.shape[0]
+        if which == "current":
+            return [min(self.current_frame(), t - 1)]
+        if which == "unverified":
+            return [i for i in range(t) if not self.session.protected(i)]
+        return list(range(t))
+
+    def start_segmentation(self, which: str | None = None, model_path: str | None = None):
+        """Run the model on the chosen frames in a background worker; returns the worker."""
+        if self.session is None:
+            show_warning("open a video first (File ▸ Open or the Open… button)")
+            return None
+        if self.segment_worker is not None:
+            show_warning("a segmentation is already running")
+            return None
+        indices = self.frames_to_segment(which)
+        if not indices:
+            show_info("every frame is verified or corrected: nothing to segment")
+            return None
+        try:
+            path = model_path or self.model_path()
+        except FileNotFoundError as exc:
+            show_error(str(exc))
+            return None
+        device = self.device_combo.currentData()
+        self._stop.clear()
+        worker = create_worker(
+            _jobs.segment_job, path, _frames_source(self.session), indices,
+            device=device, steps=self.steps_spin.value(), samples=self.samples_spin.value(),
+            batch_size=1 if device in ("auto", "cpu") and not _cuda() else 8,
+            stop=self._stop, _start_thread=False,
+            _connect={"yielded": self._on_segment_item, "errored": self._on_segment_error,
+                      "finished": self._on_segment_finished},
+        )
+        self.segment_worker = worker
+        self._seg_started = time.perf_counter()
+        self.seg_progress.setRange(0, len(indices))
+        self.seg_progress.setValue(0)
+        self.seg_status.setText(f"loading {Path(path).name}…")
+        self._set_segmenting(True)
+        worker.start()
+        return worker
+
+    def cancel_segmentation(self) -> None:
+        if self.segment_worker is not None:
+            self._stop.set()
+            self.segment_worker.quit()
+            self.seg_status.setText("cancelling…")
+
+    def _set_segmenting(self, running: bool) -> None:
+        self.run_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.finetune.resegment_button.setEnabled(not running and bool(self.last_checkpoint))
+
+    def _on_segment_item(self, item) -> None:
+        session = self.session
+        if session is None:
+            return
+        if isinstance(item, _jobs.ModelLoaded):
+            if session.state.classes and set(session.state.classes) - set(item.classes) and \
+                    session.state.verified:
+                show_warning(
+                    f"{Path(item.path).name} predicts classes {item.classes}, but this project "
+                    f"uses {session.state.classes}; verified frames are kept as they are"
+                )
+            merged = {**item.classes, **session.state.classes} if session.state.verified \
+                else dict(item.classes)
+            session.ensure_layers(merged)
+            session.state.model = item.path
+            self._connect_labels()
+            self.seg_status.setText(f"segmenting on {item.device}…")
+            self._device_text = item.device
+            return
+        session.apply_chunk(item)
+        self.seg_progress.setValue(item.done)
+        elapsed = time.perf_counter() - self._seg_started
+        rate = item.elapsed_s / max(item.done, 1)
+        left = rate * (item.total - item.done)
+        self.seg_status.setText(
+            f"{item.done}/{item.total} frames on {getattr(self, '_device_text', '?')}, "
+            f"{elapsed:.0f} s elapsed, about {left:.0f} s left"
+        )
+        self.update_review()
+        self.schedule_save()
+
+    def _on_segment_error(self, exc: BaseException) -> None:
+        from napari_diffseg.engine.inference import Cancelled
+
+        if isinstance(exc, Cancelled):
+            return
+        show_error(f"segmentation failed: {_describe_error(exc)}")
+        self.seg_status.setText(f"failed: {_describe_error(exc)}")
+
+    def _on_segment_finished(self) -> None:
+        done = self.seg_progress.value()
+        total = self.seg_progress.maximum()
+        if self._stop.is_set():
+            self.seg_status.setText(f"cancelled after {done}/{total} frames")
+        elif done == total:
+            self.seg_status.setText(
+                f"done: {total} frames in {time.perf_counter() - self._seg_started:.1f} s")
+        self.segment_worker = None
+        self._set_segmenting(False)
+        if self.session is not None and self.session.dirty:
+            self.schedule_save()
+
+    # -- review ------------------------------------------------------------------------------
+    def update_review(self) -> None:
+        if self.session is not None:
+            self.review.update_from(self.session.state, self.current_frame())
+
+    def go_to_frame(self, frame: int) -> None:
+        step = list(self.viewer.dims.current_step)
+        if step:
+            step[0] = int(frame)
+            self.viewer.dims.current_step = tuple(step)
+
+    def next_uncertain(self) -> int | None:
+        if self.session is None:
+            return None
+        frame = self.session.next_uncertain(after=self.current_frame())
+        if frame is None:
+            show_info("no unverified segmented frame left")
+            return None
+        self.go_to_frame(frame)
+        return frame
+
+    def toggle_verified(self, frame: int | None = None) -> bool | None:
+        """Mark the frame (default: current) verified, or unverify it; returns the new flag."""
+        if self.session is None or self.session.labels_layer is None:
+            show_warning("segment (or paint) the video before verifying frames")
+            return None
+        frame = self.current_frame() if frame is None else int(frame)
+        verified = frame not in self.session.state.verified
+        self.session.set_verified(frame, verified)
+        self.update_review()
+        self.schedule_save()
+        return verified
+
+    def _key_next(self, viewer) -> None:
+        self.next_uncertain()
+
+    def _key_verify(self, viewer) -> None:
+        self.toggle_verified()
+
+    def _on_paint(self, event) -> None:
+        if self.session is not None and self.session.on_paint(event.value):
+            self.update_review()
+            self.schedule_save()
+
+    def _frame_changed(self, event=None) -> None:
+        if self.session is None:
+            return
+        frame = self.current_frame()
+        for row in range(self.review.table.rowCount()):
+            item = self.review.table.item(row, 0)
+            if item is not None and int(item.data(0x0100)) == frame:
+                self.review.table.blockSignals(True)
+                self.review.table.selectRow(row)
+                self.review.table.blockSignals(False)
+                break
+
+    def _toggle_uncertainty(self, visible: bool) -> None:
+        if self.session is not None and self.session.uncertainty_layer is not None:
+            self.session.uncertainty_layer.visible = visible
+
+    def _toggle_contours(self, on: bool) -> None:
+        if self.session is not None and self.session.labels_layer is not None:
+            self.session.labels_layer.contour = 2 if on else 0
+
+    # -- saving ------------------------------------------------------------------------------
+    def schedule_save(self) -> None:
+        self._watch_window()
+        self._autosave.start()
+
+    def save_async(self):
+        """Save in a background worker (copies are taken here, in the Qt thread)."""
+        if self.session is None or not self.session.dirty:
+            return None
+        if self.save_worker is not None:
+            self._save_again = True
+            return None
+        snapshot = self.session.snapshot()
+        session = self.session
+        def failed(exc):
+            session.mark_dirty_again(snapshot)
+            show_error(f"autosave failed: {exc}; your labels are still in the viewer, "
+                       "export them or fix the folder")
+
+        def finished():
+            self.save_worker = None
+            if self._save_again:
+                self._save_again = False
+                self.save_async()
+
+        worker = create_worker(_jobs.save_job, snapshot, _start_thread=False,
+                               _connect={"errored": failed, "finished": finished})
+        self.save_worker = worker
+        worker.start()
+        return worker
+
+    def save_now(self) -> bool:
+        """Save synchronously (on close, before switching video); True if saved."""
+        if self.session is None or not self.session.dirty:
+            return False
+        snapshot = self.session.snapshot()
+        try:
+            _jobs.save_job(snapshot)
+        except (OSError, ValueError) as exc:
+            self.session.mark_dirty_again(snapshot)
+            show_error(f"could not save the project: {exc}")
+            return False
+        return True
+
+    # -- fine-tuning -------------------------------------------------------------------------
+    def start_finetune(self):
+        """Fine-tune in a child process on the verified frames; returns the worker."""
+        session = self.session
+        if session is None or session.labels_layer is None:
+            show_warning("open and segment a video first")
+            return None
+        if not session.state.verified:
+            show_error("no verified frames to train on: correct a frame and mark it "
+                       f"verified ({KEY_VERIFY} or the Verify button) first")
+            return None
+        if self.finetune_worker is not None:
+            return None
+        self.save_now()
+        output = Path(self.finetune.output.text() or session.project_dir / "models" /
+                      "finetuned.pt")
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            show_error(f"cannot write the checkpoint to {output}: {exc}")
+            return None
+        try:
+            init = self.model_path()
+        except FileNotFoundError:
+            init = None
+        control = _jobs.FinetuneControl()
+        self._control = control
+        options = self.finetune.options()
+        worker = create_worker(
+            _jobs.finetune_job, _frames_source(session),
+            np.array(session.labels_layer.data, dtype=np.uint8), list(session.state.verified),
+            classes=dict(session.state.classes), init=init, output=output, options=options,
+            val_fraction=self.finetune.val_fraction.value(),
+            extra_videos=self.finetune.extra_videos(), control=control, _start_thread=False,
+            _connect={"yielded": self._on_finetune_event, "errored": self._on_finetune_error,
+                      "finished": self._on_finetune_finished},
+        )
+        self.finetune_worker = worker
+        self.finetune.plot.clear(options["iterations"])
+        self.finetune.progress.setRange(0, options["iterations"])
+        self.finetune.progress.setValue(0)
+        self.finetune.status.setText("preparing the training data…")
+        self.finetune.set_running(True)
+        self._finetune_output = str(output)
+        worker.start()
+        return worker
+
+    def _pause_finetune(self, paused: bool) -> None:
+        if self._control is not None:
+            self._control.pause(paused)
+            self.finetune.status.setText("paused" if paused else "training…")
+
+    def stop_finetune(self) -> None:
+        if self._control is not None:
+            self._control.stop()
+            self.finetune.status.setText("stopping (the best checkpoint is kept)…")
+
+    def _on_finetune_event(self, event: dict) -> None:
+        kind = event.get("kind")
+        panel = self.finetune
+        if self._control is not None:
+            self._control.events.append(event)
+        if kind == "status":
+            panel.status.setText(event["message"])
+        elif kind == "started":
+            panel.status.setText(f"training on {event.get('device', '?')}…")
+        elif kind == "progress":
+            panel.progress.setValue(int(event["iteration"]))
+            panel.plot.add(int(event["iteration"]), event["losses"].get("total"),
+                           event.get("val_dice"))
+            eta = event["elapsed_s"] / max(event["iteration"], 1) * (
+                event["total"] - event["iteration"])
+            panel.status.setText(
+                f"iteration {event['iteration']}/{event['total']}, loss "
+                f"{event['losses'].get('total', float('nan')):.3f}, about {eta:.0f} s left")
+        elif kind == "checkpoint":
+            panel.status.setText(f"checkpoint saved: {event['path']}")
+        elif kind == "done":
+            self.last_checkpoint = event["path"]
+            best = event.get("best_val_dice")
+            how = "stopped" if event.get("stopped") else "finished"
+            panel.status.setText(
+                f"{how}: checkpoint {event['path']}"
+                + (f" (best validation Dice {best:.3f})" if best is not None else ""))
+            show_info(f"fine-tuning {how}; the new model is {event['path']}")
+        elif kind == "error":
+            show_error(f"fine-tuning failed: {event['message']}")
+            panel.status.setText(f"failed: {event['message']}")
+
+    def _on_finetune_error(self, exc: BaseException) -> None:
+        show_error(f"fine-tuning failed: {_describe_error(exc)}")
+        self.finetune.status.setText(f"failed: {_describe_error(exc)}")
+
+    def _on_finetune_finished(self) -> None:
+        self.finetune_worker = None
+        self.finetune.set_running(False)
+        self.finetune.resegment_button.setEnabled(
+            bool(self.last_checkpoint) and self.segment_worker is None)
+
+    def resegment_with_new_model(self):
+        """Segment the unverified, uncorrected frames with the last fine-tuned model."""
+        if not self.last_checkpoint:
+            show_warning("fine-tune first")
+            return None
+        self.model_edit.setText(self.last_checkpoint)
+        return self.start_segmentation("unverified", self.last_checkpoint)
+
+    # -- export ------------------------------------------------------------------------------
+    def _export_args(self):
+        s = self.session
+        if s is None or s.labels_layer is None:
+            raise ValueError("nothing to export: segment or paint the video first")
+        return s, np.asarray(s.labels_layer.data, dtype=np.uint8)
+
+    def export(self, kind: str, path: str | Path) -> Path | None:
+        """kind: "davis" | "mosxav" (verified frames) | "tiff" (all frames)."""
+        from napari_diffseg.io import write_davis, write_mosxav, write_tiff
+
+        try:
+            s, labels = self._export_args()
+            if kind == "tiff":
+                out = write_tiff(path, labels)
+            else:
+                if not s.state.verified:
+                    raise ValueError("no verified frames to export as annotations")
+                common = {"frame_names": s.state.frame_names, "frames": s.state.verified,
+                          "classes": s.state.classes or None}
+                if kind == "davis":
+                    frames = np.asarray(s.frames)
+                    images = frames if frames.dtype in (np.uint8, np.uint16) else None
+                    out = write_davis(path, s.state.sequence, labels, images=images, **common)
+                else:
+                    out = write_mosxav(path, s.state.sequence, labels, **common)
+        except (OSError, ValueError) as exc:
+            show_error(f"export failed: {exc}")
+            return None
+        show_info(f"exported to {out}")
+        return Path(out)
+
+    def _export_davis_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "DAVIS dataset folder")
+        if path:
+            self.export("davis", path)
+
+    def _export_mosxav_dialog(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "MOSXAV dataset folder")
+        if path:
+            self.export("mosxav", path)
+
+    def _export_tiff_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "TIFF file", "", "TIFF (*.tif *.tiff)")
+        if path:
+            self.export("tiff", path)
+
+    # -- teardown ----------------------------------------------------------------------------
+    def closeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop workers, save, release key bindings."""
+        self.cancel_segmentation()
+        self.stop_finetune()
+        if self._control is not None and self._control.process is not None:
+            self._control.process.kill()
+        self.save_now()
+        for key in (KEY_NEXT, KEY_VERIFY):
+            try:
+                self.viewer.bind_key(key, None)
+            except (KeyError, ValueError):
+                pass
+
+
+def _frames_source(session: AnnotationSession) -> np.ndarray:
+    return session.frames
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

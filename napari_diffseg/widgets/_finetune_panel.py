@@ -1,0 +1,128 @@
+"""The fine-tuning panel: settings, Start / Pause / Stop, live curves, re-segment."""
+
+from __future__ import annotations
+
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._plot import CurvePlot
+
+#: What the dock's Fine-tune button runs unless the user changes it: sized to finish in
+#: minutes on a laptop CPU for a 512x512 video with a handful of verified frames.
+GUI_TRAIN_DEFAULTS = {
+    "iterations": 300,
+    "batch_size": 4,
+    "crop_size": 128,
+    "lr": 2e-4,
+    "val_every": 50,
+    "val_samples": 1,
+    "val_steps": 2,
+}
+
+
+class FinetunePanel(QWidget):
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        layout = QVBoxLayout(self)
+        form = QFormLayout()
+        self.mode = QComboBox()
+        self.mode.addItem("semi-supervised (verified + unlabelled frames)", "semi")
+        self.mode.addItem("supervised (verified frames only)", "supervised")
+        form.addRow("Mode", self.mode)
+        self.iterations = QSpinBox()
+        self.iterations.setRange(1, 100_000)
+        self.iterations.setValue(GUI_TRAIN_DEFAULTS["iterations"])
+        form.addRow("Iterations", self.iterations)
+        self.val_fraction = QDoubleSpinBox()
+        self.val_fraction.setRange(0.0, 0.5)
+        self.val_fraction.setSingleStep(0.05)
+        self.val_fraction.setValue(0.25)
+        self.val_fraction.setToolTip(
+            "share of the verified frames held out to measure validation Dice; the best "
+            "checkpoint by that Dice is kept (0: keep the last one)"
+        )
+        form.addRow("Validation share", self.val_fraction)
+        self.output = QLineEdit()
+        self.output.setToolTip("the new checkpoint is written here")
+        browse = QPushButton("…")
+        browse.setMaximumWidth(30)
+        browse.clicked.connect(self._browse_output)
+        row = QHBoxLayout()
+        row.addWidget(self.output)
+        row.addWidget(browse)
+        form.addRow("Checkpoint", row)
+        layout.addLayout(form)
+        self.extra = QListWidget()
+        self.extra.setMaximumHeight(60)
+        self.extra.setToolTip("other videos whose frames are used as unlabelled data")
+        extra_row = QHBoxLayout()
+        add = QPushButton("Add unlabelled videos…")
+        add.clicked.connect(self._add_extra)
+        clear = QPushButton("Clear")
+        clear.clicked.connect(self.extra.clear)
+        extra_row.addWidget(add)
+        extra_row.addWidget(clear)
+        layout.addWidget(self.extra)
+        layout.addLayout(extra_row)
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Fine-tune")
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setCheckable(True)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("stop now and keep the best checkpoint so far")
+        for b in (self.start_button, self.pause_button, self.stop_button):
+            buttons.addWidget(b)
+        layout.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setFormat("%v / %m iterations")
+        layout.addWidget(self.progress)
+        self.plot = CurvePlot()
+        layout.addWidget(self.plot)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        self.resegment_button = QPushButton("Re-segment unverified frames with the new model")
+        self.resegment_button.setEnabled(False)
+        layout.addWidget(self.resegment_button)
+        layout.addStretch(1)
+        self.set_running(False)
+
+    def set_running(self, running: bool) -> None:
+        self.start_button.setEnabled(not running)
+        self.pause_button.setEnabled(running)
+        self.stop_button.setEnabled(running)
+        for w in (self.mode, self.iterations, self.val_fraction, self.output):
+            w.setEnabled(not running)
+        if not running:
+            self.pause_button.setChecked(False)
+
+    def options(self) -> dict:
+        return {**GUI_TRAIN_DEFAULTS, "mode": self.mode.currentData(),
+                "iterations": self.iterations.value()}
+
+    def extra_videos(self) -> list[str]:
+        return [self.extra.item(i).text() for i in range(self.extra.count())]
+
+    def _browse_output(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Checkpoint file", self.output.text(),
+                                              "Checkpoints (*.pt)")
+        if path:
+            self.output.setText(path)
+
+    def _add_extra(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Unlabelled videos")
+        for p in paths:
+            self.extra.addItem(p)

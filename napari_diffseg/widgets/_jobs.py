@@ -1,0 +1,140 @@
+"""The long-running work the dock launches, as generator functions for napari's
+``thread_worker``: each is one engine call, yielding progress so that ``worker.quit()`` and the
+Cancel/Stop buttons act quickly. No Qt here."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelLoaded:
+    """First item a segmentation job yields: what the model predicts and where it runs."""
+
+    classes: dict[int, str]
+    device: str
+    path: str
+
+
+def segment_job(
+    model_path: str | Path,
+    frames: np.ndarray,
+    indices: list[int],
+    *,
+    device: str = "auto",
+    steps: int = 4,
+    samples: int = 4,
+    batch_size: int = 1,
+    seed: int = 0,
+    stop: threading.Event | None = None,
+):
+    """Load the model, then yield :class:`ModelLoaded` and one
+    :class:`~napari_diffseg.engine.inference.SegmentChunk` per batch of frames.
+    frames: (T, H, W[, 3]) raw video; indices: frames to segment."""
+    from napari_diffseg.engine.device import device_description
+    from napari_diffseg.engine.inference import (
+        Cancelled,
+        SegmentOptions,
+        iter_segment,
+        load_for_inference,
+    )
+
+    model, ckpt = load_for_inference(model_path, device)
+    dev = next(model.parameters()).device
+    yield ModelLoaded(dict(ckpt.classes), device_description(dev), str(model_path))
+    options = SegmentOptions(steps=steps, samples=samples, batch_size=batch_size, seed=seed)
+    try:
+        yield from iter_segment(
+            model, frames, normalisation=ckpt.normalisation,
+            timesteps=int(ckpt.schedule.get("timesteps", 10)), options=options,
+            indices=indices, should_stop=None if stop is None else stop.is_set,
+        )
+    except Cancelled:  # a normal end for the worker (superqt treats RuntimeErrors specially)
+        return
+
+
+def save_job(snapshot: dict) -> Path:
+    """Write an :meth:`AnnotationSession.snapshot` to its project folder."""
+    from napari_diffseg.io.project import save_project
+
+    return save_project(
+        snapshot["folder"], snapshot["state"], snapshot["labels"], snapshot["uncertainty"],
+        changed=snapshot["changed"],
+    )
+
+
+@dataclass
+class FinetuneControl:
+    """Lets the dock pause/stop the training process a job started."""
+
+    process: object | None = None
+    stop_requested: bool = False
+    events: list = field(default_factory=list)
+
+    def stop(self) -> None:
+        self.stop_requested = True
+        if self.process is not None:
+            self.process.stop()
+
+    def pause(self, paused: bool) -> None:
+        if self.process is not None:
+            self.process.pause() if paused else self.process.resume()
+
+
+def finetune_job(
+    frames: np.ndarray,
+    labels: np.ndarray,
+    verified: list[int],
+    *,
+    classes: dict[int, str],
+    init: str | None,
+    output: str | Path,
+    options: dict,
+    val_fraction: float,
+    extra_videos: list[str] = (),
+    control: FinetuneControl,
+    threads: int | None = None,
+):
+    """Build the training set (verified frames labelled, every other frame and the extra
+    videos unlabelled), run the training in a child process and yield its events (dicts:
+    started / progress / checkpoint / done / error)."""
+    from napari_diffseg.engine.checkpoint import load_checkpoint
+    from napari_diffseg.engine.finetune import (
+        FinetuneProcess,
+        FinetuneRequest,
+        build_finetune_data,
+    )
+    from napari_diffseg.engine.training import TrainOptions
+    from napari_diffseg.io import read
+
+    normalisation = None
+    if init is not None:
+        normalisation = load_checkpoint(init, map_location="cpu").normalisation
+    extra = []
+    for path in extra_videos:
+        yield {"kind": "status", "message": f"reading {Path(path).name}"}
+        extra.append(read(path).frames)
+        if control.stop_requested:
+            return
+    data, val = build_finetune_data(
+        frames, labels, verified, classes=classes, normalisation=normalisation,
+        extra_unlabelled=extra, val_fraction=val_fraction,
+    )
+    request = FinetuneRequest(
+        data=data, val=val, options=TrainOptions(**options), output=str(output), init=init,
+        threads=threads,
+    )
+    process = FinetuneProcess(request)
+    control.process = process
+    if control.stop_requested:
+        return
+    process.start()
+    yield {"kind": "status", "message": "training process started"}
+    yield from process.events()

@@ -1,0 +1,287 @@
+"""One video being annotated: its image layer, our two layers, and the project state.
+
+The state (verified / edited frames, uncertainty scores, model) is a
+:class:`~napari_diffseg.io.project.ProjectState`, the data that autosave writes and reopening
+restores; this class keeps it in step with the napari layers. No Qt widgets here.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from napari_diffseg._layers import class_colormap, labels_layer_kwargs
+from napari_diffseg.io.project import (
+    ProjectState,
+    has_project,
+    load_project,
+    project_dir_for,
+)
+
+logger = logging.getLogger(__name__)
+
+#: metadata key marking the layers this plugin made (so it never touches the user's own)
+OWNER_KEY = "napari_diffseg"
+
+
+def image_source(layer) -> Path | None:
+    """The file or folder an image layer was read from, if known."""
+    source = (layer.metadata or {}).get("source")
+    if not source and getattr(layer, "source", None) is not None and layer.source.path:
+        source = layer.source.path
+    return Path(source) if source else None
+
+
+def frames_of(layer) -> np.ndarray:
+    """(T, H, W) or (T, H, W, 3) frames of an image layer (a single image counts as T=1)."""
+    data = layer.data
+    ndim = data.ndim - (1 if layer.rgb else 0)
+    if ndim == 2:
+        return np.asarray(data)[None]
+    if ndim != 3:
+        raise ValueError(
+            f"layer {layer.name!r} has {ndim} dimensions; a video is (frames, height, width)"
+        )
+    return data
+
+
+def frames_in_atom(atom, n_frames: int) -> set[int]:
+    """Frame indices touched by one napari Labels history atom (masked atom or 3-tuple)."""
+    key = getattr(atom, "slice_key", None)
+    if key is not None:
+        first = key[0]
+        if isinstance(first, slice):
+            return set(range(*first.indices(n_frames)))
+        return {int(first)}
+    indices = atom[0]
+    first = indices[0] if isinstance(indices, tuple) else indices
+    return {int(i) for i in np.unique(np.asarray(first))}
+
+
+class AnnotationSession:
+    """Links a video's Image layer to `<video> pseudo-labels`, `<video> uncertainty` and the
+    project folder. frames: (T, H, W[, 3]); labels: (T, H, W) uint8."""
+
+    def __init__(self, viewer, image_layer, project_dir: str | Path | None = None) -> None:
+        self.viewer = viewer
+        self.image = image_layer
+        self.frames = frames_of(image_layer)
+        t, h, w = self.frames.shape[:3]
+        self.shape = (int(t), int(h), int(w))
+        meta = image_layer.metadata or {}
+        self.source = image_source(image_layer)
+        if project_dir is not None:
+            self.project_dir = Path(project_dir)
+        elif self.source is not None:
+            self.project_dir = project_dir_for(self.source, meta.get("sequence"))
+        else:
+            self.project_dir = Path.home() / "napari-diffseg" / f"{image_layer.name}.diffseg"
+        names = meta.get("frame_names") or []
+        self.state = ProjectState(
+            video=str(self.source or ""),
+            sequence=str(meta.get("sequence") or image_layer.name),
+            shape=self.shape,
+            frame_names=list(names) if len(names) == t else [],
+            classes=dict(meta.get("classes") or {}),
+        )
+        self.labels_layer = None
+        self.uncertainty_layer = None
+        self.dirty_frames: set[int] = set()
+        self.dirty_state = False
+        self.dirty_uncertainty = False
+
+    # -- layers ----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.image.name
+
+    @property
+    def labels_name(self) -> str:
+        return f"{self.name} pseudo-labels"
+
+    @property
+    def uncertainty_name(self) -> str:
+        return f"{self.name} uncertainty"
+
+    def _find_own(self, name: str, kind: str):
+        for layer in self.viewer.layers:
+            own = (layer.metadata or {}).get(OWNER_KEY, {})
+            if layer.name == name and own.get("role") == kind:
+                return layer
+        return None
+
+    def ensure_layers(self, classes: dict[int, str] | None = None) -> None:
+        """Create (or find again) the pseudo-labels and uncertainty layers; never touches a
+        layer the user made, even one with the same name."""
+        if classes:
+            self.set_classes(classes)
+        if self.labels_layer is None or self.labels_layer not in self.viewer.layers:
+            self.labels_layer = self._find_own(self.labels_name, "labels")
+        if self.labels_layer is None:
+            kwargs = labels_layer_kwargs(
+                self.labels_name, self.state.classes, max(self.state.classes, default=0),
+                {OWNER_KEY: {"role": "labels", "video": self.name}},
+            )
+            if self.image.scale is not None:
+                kwargs["scale"] = tuple(self.image.scale[-3:])
+            self.labels_layer = self.viewer.add_labels(
+                np.zeros(self.shape, dtype=np.uint8), **kwargs
+            )
+        if self.uncertainty_layer is None or self.uncertainty_layer not in self.viewer.layers:
+            self.uncertainty_layer = self._find_own(self.uncertainty_name, "uncertainty")
+        if self.uncertainty_layer is None:
+            c = max(len(self.state.classes), 2)
+            self.uncertainty_layer = self.viewer.add_image(
+                np.zeros(self.shape, dtype=np.float32),
+                name=self.uncertainty_name,
+                colormap="inferno",
+                blending="additive",
+                contrast_limits=(0.0, float(np.log(c))),
+                opacity=0.8,
+                scale=tuple(self.image.scale[-3:]),
+                metadata={OWNER_KEY: {"role": "uncertainty", "video": self.name}},
+            )
+        self.viewer.layers.selection.active = self.labels_layer
+
+    def set_classes(self, classes: dict[int, str]) -> None:
+        classes = {int(k): str(v) for k, v in classes.items()}
+        if classes == self.state.classes:
+            return
+        self.state.classes = classes
+        self.dirty_state = True
+        if self.labels_layer is not None:
+            kwargs = labels_layer_kwargs(self.labels_name, classes, max(classes, default=0), {})
+            self.labels_layer.colormap = class_colormap(classes, max(classes, default=0))
+            self.labels_layer.features = kwargs.get("features", {})
+
+    # -- model results ---------------------------------------------------------------------
+    def protected(self, frame: int) -> bool:
+        """True for frames whose labels came from the user (verified or painted)."""
+        return frame in self.state.verified or frame in self.state.edited
+
+    def apply_chunk(self, chunk) -> list[int]:
+        """Put a :class:`~napari_diffseg.engine.inference.SegmentChunk` into the layers;
+        labels of protected frames are left as the user made them. Returns updated frames."""
+        self.ensure_layers()
+        labels = self.labels_layer.data
+        unc = self.uncertainty_layer.data
+        written = []
+        if self.state.class_scores is None:
+            self.state.class_scores = [[None] * len(self.state.classes)
+                                       for _ in range(self.shape[0])]
+        for k, frame in enumerate(np.asarray(chunk.indices).tolist()):
+            unc[frame] = chunk.entropy[k]
+            self.state.frame_scores[frame] = float(chunk.frame_scores[k])
+            self.state.class_scores[frame] = [
+                None if not np.isfinite(v) else float(v) for v in chunk.class_scores[k]
+            ]
+            if frame not in self.state.segmented:
+                self.state.segmented = sorted({*self.state.segmented, frame})
+            if self.protected(frame):
+                continue
+            labels[frame] = chunk.labels[k]
+            written.append(frame)
+            self.dirty_frames.add(frame)
+        self.labels_layer.refresh()
+        self.uncertainty_layer.refresh()
+        self.dirty_state = self.dirty_uncertainty = True
+        return written
+
+    # -- user edits ------------------------------------------------------------------------
+    def on_paint(self, atoms) -> set[int]:
+        """Record the frames a napari paint event (a list of history atoms) changed."""
+        frames: set[int] = set()
+        for atom in atoms or []:
+            frames |= frames_in_atom(atom, self.shape[0])
+        if frames:
+            self.state.edited = sorted(set(self.state.edited) | frames)
+            self.dirty_frames |= frames
+            self.dirty_state = True
+        return frames
+
+    def set_verified(self, frame: int, verified: bool = True) -> None:
+        current = set(self.state.verified)
+        current.add(frame) if verified else current.discard(frame)
+        if sorted(current) != self.state.verified:
+            self.state.verified = sorted(current)
+            self.dirty_frames.add(frame)
+            self.dirty_state = True
+
+    def next_uncertain(self, after: int | None = None) -> int | None:
+        """The most uncertain unverified frame (other than `after` when others remain)."""
+        ranking = [i for i in self.state.ranking(unverified_only=True)
+                   if self.state.frame_scores[i] is not None]
+        if not ranking:
+            return None
+        if after is not None and len(ranking) > 1 and ranking[0] == after:
+            return ranking[1]
+        return ranking[0]
+
+    # -- persistence -----------------------------------------------------------------------
+    @property
+    def dirty(self) -> bool:
+        return bool(self.dirty_frames) or self.dirty_state or self.dirty_uncertainty
+
+    def snapshot(self) -> dict:
+        """Copies of what must be saved, safe to hand to a saving thread; clears the dirty
+        marks (call :meth:`mark_dirty_again` if the save fails)."""
+        labels = None if self.labels_layer is None else np.array(self.labels_layer.data,
+                                                                   dtype=np.uint8)
+        unc = None
+        if self.dirty_uncertainty and self.uncertainty_layer is not None:
+            unc = np.array(self.uncertainty_layer.data, dtype=np.float16)
+        snap = {
+            "folder": self.project_dir,
+            "state": copy.deepcopy(self.state),
+            "labels": labels,
+            "uncertainty": unc,
+            "changed": sorted(self.dirty_frames),
+        }
+        self.dirty_frames = set()
+        self.dirty_state = self.dirty_uncertainty = False
+        return snap
+
+    def mark_dirty_again(self, snap: dict) -> None:
+        self.dirty_frames |= set(snap["changed"])
+        self.dirty_state = True
+        self.dirty_uncertainty = self.dirty_uncertainty or snap["uncertainty"] is not None
+
+    def restore(self) -> bool:
+        """Load the project folder into the layers if one exists; True if it did.
+        Raises ReadError (naming the file) for a broken project or another video's."""
+        if not has_project(self.project_dir):
+            return False
+        state, labels, unc = load_project(self.project_dir, expected_shape=self.shape)
+        self.state = state
+        self.ensure_layers()
+        if labels is not None:
+            self.labels_layer.data = labels
+        if unc is not None:
+            self.uncertainty_layer.data = unc.astype(np.float32)
+        if state.classes:
+            classes, self.state.classes = state.classes, {}
+            self.set_classes(classes)
+        self.dirty_frames, self.dirty_state, self.dirty_uncertainty = set(), False, False
+        logger.info("restored project %s", self.project_dir)
+        return True
+
+    def adopt_annotations(self) -> bool:
+        """Start from the labels that came with the video (a DAVIS/MOSXAV sequence opened with
+        its annotations): its annotated frames become verified. True if there were any."""
+        for layer in self.viewer.layers:
+            meta = layer.metadata or {}
+            if (layer is self.image or (meta.get(OWNER_KEY)) or
+                    layer.name != f"{self.name} labels" or layer.data.shape != self.shape):
+                continue
+            if not meta.get("labelled"):
+                continue
+            self.ensure_layers(meta.get("classes") or None)
+            self.labels_layer.data = np.asarray(layer.data, dtype=np.uint8).copy()
+            for frame in meta["labelled"]:
+                self.set_verified(int(frame))
+            self.dirty_frames |= set(self.state.verified)
+            return True
+        return False

@@ -1,0 +1,215 @@
+"""The dock in a real napari viewer: segment, correct, verify, save, reopen, cancel, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import labels_of
+
+from napari_diffseg.widgets import DiffSegWidget
+
+PLUGIN = "napari-diffseg"
+WAIT_MS = 60_000
+
+
+def _dock(viewer, video, checkpoint=None) -> DiffSegWidget:
+    viewer.open(str(video), plugin=PLUGIN)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "Diffusion segmentation")
+    assert isinstance(dock, DiffSegWidget)
+    if checkpoint is not None:
+        dock.model_edit.setText(str(checkpoint))
+    dock.steps_spin.setValue(2)
+    dock.samples_spin.setValue(2)
+    return dock
+
+
+def _segment(qtbot, dock, which="all", timeout=WAIT_MS):
+    worker = dock.start_segmentation(which)
+    assert worker is not None
+    qtbot.waitUntil(lambda: dock.segment_worker is None, timeout=timeout)
+    return worker
+
+
+def _state(folder) -> dict:
+    return json.loads((folder / "state.json").read_text())
+
+
+def test_segment_puts_labels_and_uncertainty_into_the_viewer(
+    make_napari_viewer, qtbot, video_file, tiny_checkpoint
+):
+    path, frames, _ = video_file
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, path, tiny_checkpoint)
+    assert dock.video_combo.currentText() == "run1"
+    _segment(qtbot, dock)
+    labels = labels_of(viewer, "run1")
+    assert labels.data.shape == frames.shape and labels.data.dtype == np.uint8
+    assert list(labels.features["class"]) == ["background", "vessel", "catheter", "guidewire"]
+    unc = viewer.layers["run1 uncertainty"]
+    assert unc.data.shape == frames.shape and unc.blending == "additive"
+    assert float(unc.data.max()) > 0
+    # the review table ranks all 8 frames by uncertainty, most doubtful first
+    rows = dock.review.rows()
+    assert sorted(f for f, _ in rows) == list(range(8))
+    scores = [dock.session.state.frame_scores[f] for f, _ in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert {s for _, s in rows} == {"proposed"}
+    assert "8/8 frames" in dock.seg_status.text() or "done" in dock.seg_status.text()
+    # the user's own image layer is untouched and still first
+    assert viewer.layers[0].name == "run1"
+    # next-uncertain jumps to the top of the table
+    assert dock.next_uncertain() == rows[0][0] or dock.current_frame() == rows[0][0]
+
+
+def test_correction_and_verification_survive_closing_and_reopening(
+    make_napari_viewer, qtbot, video_file, tiny_checkpoint
+):
+    path, _, truth = video_file
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, path, tiny_checkpoint)
+    _segment(qtbot, dock)
+    labels = labels_of(viewer, "run1")
+    dock.go_to_frame(2)
+    labels.paint((2, 20, 30), 3)  # a real paint stroke through napari's Labels API
+    assert labels.data[2, 20, 30] == 3
+    assert dock.toggle_verified() is True
+    corrected = np.array(labels.data[2])
+    before_3 = np.array(labels.data[3])
+    folder = path.parent / "run1.diffseg"
+    # autosave writes within a few seconds of the edit
+    qtbot.waitUntil(lambda: (folder / "state.json").is_file()
+                    and _state(folder)["verified"] == [2], timeout=10_000)
+    assert (folder / "Annotations" / "run1" / "00002.png").is_file()
+    # re-segmenting never overwrites the verified frame
+    _segment(qtbot, dock)
+    np.testing.assert_array_equal(labels.data[2], corrected)
+    assert dict(dock.review.rows())[2] == "verified"
+    # painting frame 3 without verifying it is still saved on close
+    labels.paint((3, 5, 5), 2)
+    assert labels.data[3, 5, 5] == 2 and not np.array_equal(labels.data[3], before_3)
+    edited_3 = np.array(labels.data[3])
+    viewer.close()
+
+    viewer2 = make_napari_viewer()
+    dock2 = _dock(viewer2, path)
+    restored = labels_of(viewer2, "run1")
+    np.testing.assert_array_equal(restored.data[2], corrected)
+    np.testing.assert_array_equal(restored.data[3], edited_3)
+    assert dock2.session.state.verified == [2]
+    assert 3 in dock2.session.state.edited
+    assert float(viewer2.layers["run1 uncertainty"].data.max()) > 0
+    assert dict(dock2.review.rows())[2] == "verified"
+    # a re-run of "frames not verified" keeps both the verified and the edited frame
+    assert 2 not in dock2.frames_to_segment("unverified")
+    assert 3 not in dock2.frames_to_segment("unverified")
+
+
+def test_key_bindings_verify_and_jump(make_napari_viewer, qtbot, video_file, tiny_checkpoint):
+    from napari.utils.key_bindings import KeyBinding
+
+    path, _, _ = video_file
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, path, tiny_checkpoint)
+    _segment(qtbot, dock)
+    keymap = viewer.keymap
+    verify = keymap[KeyBinding.from_str("K")]
+    jump = keymap[KeyBinding.from_str("U")]
+    dock.go_to_frame(5)
+    verify(viewer)
+    assert dock.session.state.verified == [5]
+    jump(viewer)
+    assert dock.current_frame() != 5
+    assert dock.current_frame() == dock.session.next_uncertain() or \
+        dock.current_frame() in dock.session.state.ranking(unverified_only=True)[:2]
+
+
+def test_cancel_stops_quickly_and_enables_the_ui(
+    make_napari_viewer, qtbot, video_file, tiny_checkpoint
+):
+    import time
+
+    path, _, _ = video_file
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, path, tiny_checkpoint)
+    dock.steps_spin.setValue(10)
+    dock.samples_spin.setValue(16)
+    worker = dock.start_segmentation("all")
+    assert not dock.run_button.isEnabled() and dock.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: dock.seg_progress.value() >= 1, timeout=WAIT_MS)
+    t0 = time.perf_counter()
+    dock.cancel_segmentation()
+    qtbot.waitUntil(lambda: dock.segment_worker is None, timeout=5_000)
+    assert time.perf_counter() - t0 < 1.5
+    assert worker is not None
+    assert dock.run_button.isEnabled() and not dock.cancel_button.isEnabled()
+    assert "cancelled" in dock.seg_status.text()
+    assert dock.seg_progress.value() < 8
+
+
+def test_bad_file_and_bad_checkpoint_notify_and_keep_labels(
+    make_napari_viewer, qtbot, video_file, tiny_checkpoint, notifications, tmp_path
+):
+    path, _, _ = video_file
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, path, tiny_checkpoint)
+    _segment(qtbot, dock)
+    labels = labels_of(viewer, "run1")
+    labels.paint((1, 10, 10), 2)
+    before = np.array(labels.data)
+
+    bad_video = tmp_path / "broken.mp4"
+    bad_video.write_bytes(b"this is not a video")
+    dock.open_video(bad_video)
+    assert any(sev == "error" and "broken.mp4" in msg for sev, msg in notifications)
+
+    bad_ckpt = tmp_path / "bad.pt"
+    bad_ckpt.write_bytes(b"\x00garbage")
+    dock.model_edit.setText(str(bad_ckpt))
+    _segment(qtbot, dock)
+    assert any(sev == "error" and "bad.pt" in msg for sev, msg in notifications)
+    np.testing.assert_array_equal(labels.data, before)
+    assert dock.run_button.isEnabled()
+
+    dock.model_edit.setText(str(tmp_path / "missing.pt"))
+    _segment(qtbot, dock)
+    assert any(sev == "error" and "missing.pt" in msg for sev, msg in notifications)
+    np.testing.assert_array_equal(labels.data, before)
+
+
+def test_fine_tune_without_verified_frames_says_what_to_do(
+    make_napari_viewer, qtbot, video_file, tiny_checkpoint, notifications
+):
+    path, _, _ = video_file
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, path, tiny_checkpoint)
+    _segment(qtbot, dock)
+    assert dock.start_finetune() is None
+    assert any(sev == "error" and "verified" in msg for sev, msg in notifications)
+    assert dock.finetune.start_button.isEnabled()
+
+
+@pytest.mark.parametrize("kind", ["davis", "tiff"])
+def test_export_writes_verified_frames(
+    make_napari_viewer, qtbot, video_file, tiny_checkpoint, tmp_path, kind
+):
+    from napari_diffseg.io import read
+
+    path, frames, _ = video_file
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, path, tiny_checkpoint)
+    _segment(qtbot, dock)
+    labels = labels_of(viewer, "run1")
+    labels.paint((4, 30, 30), 1)
+    dock.toggle_verified(4)
+    target = tmp_path / ("export" if kind == "davis" else "labels.tif")
+    out = dock.export(kind, target)
+    assert out is not None
+    if kind == "tiff":
+        np.testing.assert_array_equal(read(out).frames, labels.data)
+    else:
+        video = read(out, sequence="run1")
+        assert video.labelled == [4]
+        np.testing.assert_array_equal(video.labels[4], labels.data[4])
+        np.testing.assert_array_equal(video.frames, frames)
