@@ -21,7 +21,9 @@ def add_engine_parsers(sub, positive_int) -> None:
         "train", help="train or fine-tune a model on a DAVIS / MOSXAV dataset",
         description="Train on a DAVIS-style or MOSXAV dataset: frames with an annotation are "
         "labelled, all others unlabelled. Without --init, fine-tunes the bundled model when "
-        "the data's classes match it, else trains from scratch.",
+        "the data's classes match it, else trains from scratch. Under torchrun "
+        "(torchrun --nproc_per_node N -m napari_diffseg train ...) the N processes train "
+        "data-parallel on --batch-size / N crops each; rank 0 writes the checkpoints.",
     )
     p.add_argument("data", type=Path, help="dataset root, MOSXAV split folder or sequence")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write (MODEL.pt)")
@@ -34,7 +36,9 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--split", help="MOSXAV ImageSets split of DATA to train on (e.g. train)")
     p.add_argument("--val-split", help="MOSXAV split of --val (e.g. val)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8,
+                   help="crops per iteration; under torchrun the global batch, split over "
+                   "the processes (a multiple of their number)")
     p.add_argument("--crop-size", type=positive_int, default=256)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--width", type=positive_int, default=32, help="new model: encoder width")
@@ -88,8 +92,23 @@ def _model_path(path: Path | None) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from napari_diffseg.data.sequences import load_dataset
     from napari_diffseg.engine import TrainOptions, load_checkpoint, save_checkpoint, train
+    from napari_diffseg.engine.distributed import env_rank, env_world_size
     from napari_diffseg.model import ModelConfig
     from napari_diffseg.models import DEFAULT_MODEL
+
+    # under torchrun every rank runs this; rank 0 alone talks and writes
+    world, main_rank = env_world_size(), env_rank() == 0
+    if args.batch_size % world:
+        print(f"napari-diffseg train: error: --batch-size {args.batch_size} is not divisible "
+              f"by the {world} processes of the run: use a multiple of {world}",
+              file=sys.stderr)
+        return 2
+    if not main_rank:
+        logger.setLevel(logging.ERROR)
+
+    def say(message: str) -> None:
+        if main_rank:
+            print(message, file=sys.stderr)
 
     data = load_dataset(args.data, split=args.split)
     val = load_dataset(args.val, split=args.val_split) if args.val else None
@@ -102,10 +121,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         candidate = load_checkpoint(DEFAULT_MODEL)
         if {int(k): v for k, v in candidate.classes.items()} == data.classes:
             init = candidate
-            print(f"fine-tuning the bundled model ({DEFAULT_MODEL.name})", file=sys.stderr)
+            say(f"fine-tuning the bundled model ({DEFAULT_MODEL.name})")
         else:
-            print(f"the data's classes {data.classes} differ from the bundled model's "
-                  f"{candidate.classes}: training a new model", file=sys.stderr)
+            say(f"the data's classes {data.classes} differ from the bundled model's "
+                f"{candidate.classes}: training a new model")
     options = TrainOptions(
         mode=args.mode, iterations=args.iterations, batch_size=args.batch_size,
         crop_size=args.crop_size, lr=args.lr, seed=args.seed, device=args.device,
@@ -114,15 +133,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     stop = {"requested": False}
 
     def _interrupt(signum, frame):  # first Ctrl-C: stop cleanly and save
+        # (torchrun passes one SIGINT on to every rank; train() stops them all together)
         if stop["requested"]:
             raise KeyboardInterrupt
         stop["requested"] = True
-        print("\nstopping after this iteration (Ctrl-C again to abort)", file=sys.stderr)
+        say("\nstopping after this iteration (Ctrl-C again to abort)")
 
     previous = signal.signal(signal.SIGINT, _interrupt)
-    bar = _progress_bar(args.iterations, "train")
+    bar = _progress_bar(args.iterations, "train") if main_rank else None
 
     def callback(p) -> None:
+        if bar is None:
+            return
         bar.n = p.iteration
         post = {"loss": f"{p.losses['total']:.3f}"}
         if p.val_dice is not None:
@@ -138,8 +160,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                        checkpoint_every=args.save_every,
                        on_checkpoint=lambda ckpt: save_checkpoint(args.out, ckpt))
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         signal.signal(signal.SIGINT, previous)
+    if not main_rank:
+        return 0
     path = save_checkpoint(args.out, result.checkpoint)
     m = result.checkpoint.metrics
     msg = f"saved {path} after {m.get('iterations')} iterations"

@@ -10,6 +10,16 @@ Semi-supervised iteration:
    labelled and confidently pseudo-labelled pixels, and the prototypes of labelled and
    pseudo-labelled pixels are pulled together.
 The unsupervised terms are ramped up with a sigmoid schedule.
+
+Under ``torchrun`` (see :mod:`napari_diffseg.engine.distributed` and docs/scaling.md) every rank
+draws the same global batch of crops, timesteps and noise from the same seeded generators and
+runs the student on its B/W rows, wrapped in DistributedDataParallel. The student's outputs are
+gathered so that every rank computes the losses of the whole global batch (the Dice and the
+prototype terms are not per-sample means) and updates the prototype memory identically; the
+gathered tensors pass each rank its share of the gradient, and DDP's averaging gives the
+single-process gradient. The EMA teacher samples the pseudo-labels of the rank's rows from the
+noise a single process would draw for them, so a distributed run follows the single-process run
+of the same global batch up to floating-point rounding.
 """
 
 from __future__ import annotations
@@ -26,9 +36,9 @@ import torch
 from torch.nn import functional as F
 
 from napari_diffseg.data.sequences import DEFAULT_NORMALISATION, SparseDataset
+from napari_diffseg.engine import distributed
 from napari_diffseg.engine.augment import crop_size_for, random_crops, strong_intensity
 from napari_diffseg.engine.checkpoint import Checkpoint, build_model
-from napari_diffseg.engine.device import resolve_device
 from napari_diffseg.engine.inference import SegmentOptions, predict_normalised
 from napari_diffseg.engine.metrics import dice_iou
 from napari_diffseg.model import DDIMSampler, DiffSegNet, ModelConfig, NoiseSchedule
@@ -51,7 +61,9 @@ class TrainOptions:
 
     mode: str = "semi"  # "supervised" | "semi"
     iterations: int = 2000
-    batch_size: int = 8  # semi: this many labelled AND this many unlabelled crops
+    # semi: this many labelled AND this many unlabelled crops; under torchrun the global batch,
+    # split evenly over the processes (must be divisible by their number)
+    batch_size: int = 8
     crop_size: int = 256
     lr: float = 3e-4
     lr_schedule: str = "cosine"  # "cosine" (decay to 10 % of lr) | "constant"
@@ -70,7 +82,7 @@ class TrainOptions:
     prototype_consistency_weight: float = 0.1
     rampup_fraction: float = 0.4  # of the iterations
     seed: int = 0
-    device: str = "auto"
+    device: str = "auto"  # under torchrun: auto | cuda (cuda:LOCAL_RANK) | cpu
     amp: bool = True  # bf16 autocast where the device supports it (CUDA)
     compile: bool = False  # torch.compile the network (CUDA only)
     val_every: int = 200
@@ -134,8 +146,36 @@ def validation_dice(
     return float(np.mean(per_class)) if per_class else float("nan")
 
 
+class _RowsOfBatch:
+    """A network as the sampler loop (:func:`sample_probabilities`) sees it on one rank of a
+    distributed run: it stands for the whole global batch of ``total`` rows, so the loop draws
+    the same noise as a single process would (one draw of the global shape from the same
+    generator), but runs the network on this rank's ``rows`` only and returns zero logits for
+    the others. The rows kept are then exactly those of a single-process run; the cost of the
+    other rows is a few element-wise operations on label maps."""
+
+    def __init__(self, net: DiffSegNet, rows: slice, total: int) -> None:
+        self.net, self.rows, self.total = net, rows, total
+
+    def label_shape(self, cond: torch.Tensor) -> tuple[int, int, int, int]:
+        _, c, h, w = self.net.label_shape(cond)
+        return self.total, c, h, w
+
+    def denoise(self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor):
+        """x_t (total, C, H, W), cond (rows, …), t (total,) -> logits (total, C, H, W)."""
+        logits, _ = self.net.denoise(x_t[self.rows], cond, t[self.rows])
+        full = logits.new_zeros((x_t.shape[0], *logits.shape[1:]))
+        full[self.rows] = logits
+        return full, None
+
+
 class Trainer:
-    """Holds the student, the EMA teacher, the optimiser and the prototype memory."""
+    """Holds the student, the EMA teacher, the optimiser and the prototype memory.
+
+    In a distributed run (a process group of W > 1 exists) ``self.net`` is the student wrapped
+    in DistributedDataParallel and each rank runs it on rows ``self.rows`` of the global batch;
+    ``self.model`` (the unwrapped student), the teacher, the optimiser and the prototype memory
+    stay identical on every rank."""
 
     def __init__(
         self,
@@ -147,7 +187,10 @@ class Trainer:
     ) -> None:
         self.data = data
         self.options = options
-        self.device = resolve_device(options.device)
+        self.device = distributed.rank_device(options.device)
+        self.world = distributed.world_size()
+        self.rank = distributed.rank()
+        self.rows = distributed.shard(options.batch_size, self.world, self.rank)
         torch.manual_seed(options.seed)
         if init is not None:
             self.model = build_model(init).to(self.device)
@@ -186,8 +229,12 @@ class Trainer:
         )
         self.amp = options.amp and self.device.type == "cuda"
         self.net = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         if options.compile and self.device.type == "cuda":
-            self.net = torch.compile(self.model)
+            self.net = torch.compile(self.net)
         self.semi = options.mode == "semi" and len(data.unlabelled) > 0
         if options.mode == "semi" and not data.unlabelled:
             logger.warning("semi-supervised mode without unlabelled frames: supervised only")
@@ -197,34 +244,47 @@ class Trainer:
         return torch.from_numpy(array).to(self.device)
 
     def _diffusion_forward(self, images: torch.Tensor, labels: torch.Tensor):
-        """Student prediction of the clean map from x_t at random t; images (B, 1, H, W).
-        -> logits (B, C, H, W) and latent features upsampled to (B, D, H, W)."""
+        """Student prediction of the clean map from x_t at random t; images (B, 1, H, W) and
+        labels (B, H, W) of the global batch -> logits (B, C, H, W) and latent features
+        upsampled to (B, D, H, W). t and the noise are drawn for the global batch; in a
+        distributed run this rank runs the student on its rows only and the outputs of all
+        ranks are gathered (differentiably)."""
         b = images.shape[0]
         t_idx = self.schedule.sample_timesteps(b, torch.device("cpu"), self.generator)
-        x0 = labels_to_analog(labels, self.config.num_classes)
-        noise = torch.randn(x0.shape, generator=self.generator).to(self.device)
+        shape = (b, self.config.num_classes, *labels.shape[1:])
+        noise = torch.randn(shape, generator=self.generator)[self.rows].to(self.device)
+        t_idx = t_idx[self.rows]
+        x0 = labels_to_analog(labels[self.rows], self.config.num_classes)
         x_t = self.schedule.q_sample(x0, t_idx.to(self.device), noise)
-        logits, latent = self.net(images, x_t, self.schedule.time(t_idx).to(self.device))
+        logits, latent = self.net(images[self.rows], x_t,
+                                  self.schedule.time(t_idx).to(self.device))
+        logits, latent = distributed.gather_rows(logits), distributed.gather_rows(latent)
         if latent.shape[-2:] != labels.shape[-2:]:
             latent = F.interpolate(latent, size=labels.shape[-2:], mode="nearest")
         return logits, latent
 
     @torch.no_grad()
     def _pseudo_labels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """EMA-teacher pseudo-labels (B, H, W) and confidence (B, H, W) from K samples."""
+        """EMA-teacher pseudo-labels (B, H, W) and confidence (B, H, W) from K samples of
+        images (B, 1, H, W). In a distributed run each rank samples its rows, from the noise a
+        single process would draw for them, and the results are gathered."""
         k = max(1, self.options.pseudo_samples)
-        features = self.teacher.encode(images).repeat_interleave(k, dim=0)
+        rows = slice(self.rows.start * k, self.rows.stop * k)  # of the K-repeated batch
+        features = self.teacher.encode(images[self.rows]).repeat_interleave(k, dim=0)
         gen = torch.Generator(device=self.device).manual_seed(
             self.options.seed * 100_003 + self.iteration
         )
-        probs = sample_probabilities(self.teacher, features, self.pseudo_sampler, gen)
-        mean = probs.float().reshape(images.shape[0], k, *probs.shape[1:]).mean(dim=1)
+        net = self.teacher
+        if self.world > 1:
+            net = _RowsOfBatch(self.teacher, rows, images.shape[0] * k)
+        probs = sample_probabilities(net, features, self.pseudo_sampler, gen)[rows]
+        mean = probs.float().reshape(-1, k, *probs.shape[1:]).mean(dim=1)
         confidence, pseudo = mean.max(dim=1)
-        return pseudo, confidence
+        return distributed.gather_rows(pseudo), distributed.gather_rows(confidence)
 
     def step(self) -> dict[str, float]:
         o = self.options
-        self.model.train()
+        self.net.train()
         img_l, lab_l = random_crops(self.rng, self.data.images, self.data.labels,
                                     o.batch_size, self.crop)
         x_l = self._to_device(img_l)[:, None]
@@ -349,9 +409,37 @@ def train(
     receives a :class:`TrainProgress` after every iteration; `should_stop` is polled between
     iterations and ends training cleanly (the checkpoint then holds the weights so far).
     Every `checkpoint_every` iterations `on_checkpoint` receives a resumable checkpoint.
+
+    Started by ``torchrun`` with more than one process (or inside an existing process group),
+    every rank calls this with the same arguments and trains data-parallel on its share of
+    `options.batch_size` (see the module docstring and docs/scaling.md); the process group is
+    created from torchrun's environment if needed and destroyed at the end. Every rank
+    receives the same losses in `callback`, the validation Dice of rank 0, stops at the same
+    iteration when `should_stop` is true on any rank, and returns the same weights;
+    `on_checkpoint` is called on rank 0 only.
     """
     opts = options or TrainOptions()
+    with distributed.process_group(opts.device):
+        return _train(data, opts, model_config=model_config, init=init, resume=resume, val=val,
+                      callback=callback, should_stop=should_stop,
+                      checkpoint_every=checkpoint_every, on_checkpoint=on_checkpoint)
+
+
+def _train(
+    data: SparseDataset,
+    opts: TrainOptions,
+    *,
+    model_config: ModelConfig | None,
+    init: Checkpoint | None,
+    resume: Checkpoint | None,
+    val: SparseDataset | None,
+    callback: Callable[[TrainProgress], None] | None,
+    should_stop: Callable[[], bool] | None,
+    checkpoint_every: int,
+    on_checkpoint: Callable[[Checkpoint], None] | None,
+) -> TrainResult:
     trainer = Trainer(data, opts, model_config=model_config, init=resume or init)
+    main_process = trainer.rank == 0
     if resume is not None and resume.training_state:
         trainer.load_training_state(resume.training_state)
     history: list[TrainProgress] = []
@@ -359,7 +447,9 @@ def train(
     val_dice = None
     stopped = False
     while trainer.iteration < opts.iterations:
-        if should_stop is not None and should_stop():
+        # every rank takes part in the same collectives: the stop request of any rank stops all
+        stop = should_stop is not None and bool(should_stop())
+        if distributed.any_rank(stop, trainer.device):
             stopped = True
             logger.info("training stopped at iteration %d", trainer.iteration)
             break
@@ -368,16 +458,22 @@ def train(
         val_now = None
         if val is not None and opts.val_every and (it % opts.val_every == 0 or
                                                    it == opts.iterations):
-            val_now = val_dice = validation_dice(
-                trainer.model, val, opts.timesteps, opts.val_steps, opts.val_samples, opts.seed
-            )
+            if main_process:
+                val_now = validation_dice(
+                    trainer.model, val, opts.timesteps, opts.val_steps, opts.val_samples,
+                    opts.seed
+                )
+            val_now = val_dice = distributed.broadcast_float(val_now, trainer.device)
         progress = TrainProgress(it, opts.iterations, losses, val_now, time.perf_counter() - t0)
         history.append(progress)
         if callback is not None:
             callback(progress)
-        if on_checkpoint is not None and checkpoint_every > 0 and it % checkpoint_every == 0:
+        if (main_process and on_checkpoint is not None and checkpoint_every > 0
+                and it % checkpoint_every == 0):
             on_checkpoint(trainer.checkpoint({"iterations": it}))
     metrics = {"iterations": trainer.iteration, "train_seconds": time.perf_counter() - t0}
+    if trainer.world > 1:
+        metrics["processes"] = trainer.world
     if val_dice is not None:
         metrics["val_dice"] = val_dice
     if history:
