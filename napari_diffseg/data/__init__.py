@@ -9,17 +9,21 @@ benchmarks. Pure numpy / scipy / PIL: no torch, Qt or napari imports.
 """
 
 from .config import DEFAULT_CLASSES, MOSXAV_SCHEME, SyntheticConfig
+from .corrupt import CORRUPTIONS, corrupt_labels, corrupt_mask
 from .dataset import make_dataset
 from .mosxav import make_mosxav
 from .preview import contact_sheet, overlay
 from .synthetic import SyntheticSequence, generate_sequence
 
 __all__ = [
+    "CORRUPTIONS",
     "DEFAULT_CLASSES",
     "MOSXAV_SCHEME",
     "SyntheticConfig",
     "SyntheticSequence",
     "contact_sheet",
+    "corrupt_labels",
+    "corrupt_mask",
     "generate_sequence",
     "make_dataset",
     "make_mosxav",

@@ -1,0 +1,126 @@
+"""The quality and uncertainty benchmarks run end to end (their smallest presets, seconds)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+DOC_STUB = """# Benchmarks
+
+## Inference speed
+
+| size | s/frame |
+|---|---|
+| 256 | 0.1 |
+
+<!-- quality:start -->
+old quality text
+<!-- quality:end -->
+
+<!-- uncertainty:start -->
+old uncertainty text
+<!-- uncertainty:end -->
+
+Closing words.
+"""
+
+
+def _run(script: str, tmp_path: Path, *args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), "--preset", "smoke", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def _rows(markdown: str, first_cell: str) -> list[list[str]]:
+    return [
+        [c.strip() for c in line.strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.startswith(f"| {first_cell}")
+    ]
+
+
+def _number(cell: str) -> float:
+    return float(cell.strip("*").split("±")[0])
+
+
+@pytest.fixture
+def docs(tmp_path: Path) -> Path:
+    path = tmp_path / "benchmarks.md"
+    path.write_text(DOC_STUB)
+    return path
+
+
+def test_quality_benchmark_smoke(tmp_path, docs):
+    out = tmp_path / "quality.json"
+    stdout = _run("bench_quality.py", tmp_path, "--out", str(out), "--docs", str(docs))
+    # 2 settings x 2 label conditions: one table each, five methods per table
+    headers = [line for line in stdout.splitlines() if line.startswith("| method | seeds |")]
+    assert len(headers) == 4
+    for label in ("(a)", "(b)", "(c)", "(d)", "(e)"):
+        rows = _rows(stdout, label)
+        assert len(rows) == 4 + 1 + 1  # four quality tables, the noise table, the cost table
+        mean_dice = [_number(r[11]) for r in rows[:4]]  # the bold mean Dice column
+        assert all(math.isfinite(v) and 0 <= v <= 1 for v in mean_dice)
+        drops = [_number(c) for c in rows[4][1:]]
+        assert all(math.isfinite(v) for v in drops)
+    runs = json.loads(out.read_text())["runs"]
+    assert len(runs) == 5 * 2 * 2
+    text = docs.read_text()
+    assert "old quality text" not in text and "(e) diffusion" in text
+    assert "| 256 | 0.1 |" in text and "old uncertainty text" in text
+    assert text.endswith("Closing words.\n")
+
+
+def test_uncertainty_benchmark_smoke(tmp_path, docs):
+    out = tmp_path / "uncertainty.json"
+    stdout = _run("bench_uncertainty.py", tmp_path, "--out", str(out), "--docs", str(docs))
+    rows = _rows(stdout, "frame score") + _rows(stdout, "mean ")
+    assert len(rows) == 3
+    for row in rows:
+        removed = [float(c.split("%")[0].split("±")[0]) for c in row[4:7]]
+        assert all(math.isfinite(v) and 0 <= v <= 100 for v in removed)
+    result = json.loads(out.read_text())
+    assert len(result["frames"]) == 2 * 4
+    text = docs.read_text()
+    assert "old uncertainty text" not in text and "old quality text" in text
+
+
+def test_noisy_setting_corrupts_thirty_percent_of_the_labelled_masks():
+    spec = importlib.util.spec_from_file_location("bench_quality", BENCH / "bench_quality.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["bench_quality"] = bench  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        sys.modules.pop("bench_quality", None)
+    preset = bench.PRESETS["cpu"]
+    small = bench.Preset(**{**preset.__dict__, "size": 64})  # same counts, cheaper frames
+    clean, _ = bench.training_data(small, "every5", "clean", seed=0)
+    noisy, info = bench.training_data(small, "every5", "noisy", seed=0)
+    changed = [
+        i
+        for i, (a, b) in enumerate(zip(clean.labels, noisy.labels, strict=True))
+        if not np.array_equal(a, b)
+    ]
+    n = len(clean.labels)
+    assert changed == info["corrupted"]
+    assert abs(len(changed) / n - 0.3) <= 0.5 / n + 1e-9
+    assert len(noisy.unlabelled) == len(clean.unlabelled) > 0
