@@ -269,6 +269,11 @@ class DiffSegWidget(QWidget):
         elif self.session.adopt_annotations():
             self._connect_labels()
             self.schedule_save()
+        else:
+            # the layers exist from the start: the user can paint before segmenting, and
+            # Segment never stalls the window creating layers
+            self.session.ensure_layers()
+            self._connect_labels()
         self.project_label.setText(str(self.session.project_dir))
         self.finetune.output.setText(str(self.session.project_dir / "models" / "finetuned.pt"))
         self.update_review()

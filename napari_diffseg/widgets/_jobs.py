@@ -115,8 +115,13 @@ def finetune_job(
     from napari_diffseg.io import read
 
     normalisation = None
+    options = dict(options)
     if init is not None:
-        normalisation = load_checkpoint(init, map_location="cpu").normalisation
+        init_ckpt = load_checkpoint(init, map_location="cpu")
+        normalisation = init_ckpt.normalisation
+        # fine-tuning continues the model's own noise schedule
+        options["timesteps"] = int(init_ckpt.schedule.get("timesteps", 10))
+        del init_ckpt
     extra = []
     for path in extra_videos:
         yield {"kind": "status", "message": f"reading {Path(path).name}"}
