@@ -39,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from baselines import UNetOptions, predict_unet, train_unet  # noqa: E402
+from docs_section import update_section  # noqa: E402
 
 from napari_diffseg.data import (  # noqa: E402
     DEFAULT_CLASSES,
@@ -388,21 +389,10 @@ def report_markdown(results: dict, methods, settings, noises) -> str:
 
 
 def update_docs(path: Path, body: str, command: str) -> None:
-    """Replace the text between the quality markers (append a section if they are missing)."""
-    section = f"{MARKERS[0]}\n```bash\n{command}\n```\n\n{body}\n{MARKERS[1]}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARKERS[0] in text and MARKERS[1] in text:
-        head, rest = text.split(MARKERS[0], 1)
-        tail = rest.split(MARKERS[1], 1)[1]
-        text = head + section + tail
-    else:
-        text = (
-            text.rstrip()
-            + "\n\n## Segmentation quality (`benchmarks/bench_quality.py`)\n\n"
-            + section
-            + "\n"
-        )
-    path.write_text(text)
+    """Replace this benchmark's section of the docs (between its markers)."""
+    update_section(
+        path, MARKERS, "Segmentation quality (`benchmarks/bench_quality.py`)", body, command
+    )
 
 
 # -- main ------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from docs_section import update_section
 from scipy import stats
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence
@@ -137,18 +138,10 @@ def table(result: dict) -> str:
 
 
 def update_docs(path: Path, body: str, command: str) -> None:
-    """Replace the text between the uncertainty markers (append a section if missing)."""
-    section = f"{MARKERS[0]}\n```bash\n{command}\n```\n\n{body}\n{MARKERS[1]}"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MARKERS[0] in text and MARKERS[1] in text:
-        head, rest = text.split(MARKERS[0], 1)
-        text = head + section + rest.split(MARKERS[1], 1)[1]
-    else:
-        text = (
-            text.rstrip() + "\n\n## Uncertainty vs error (`benchmarks/bench_uncertainty.py`)"
-            "\n\n" + section + "\n"
-        )
-    path.write_text(text)
+    """Replace this benchmark's section of the docs (between its markers)."""
+    update_section(
+        path, MARKERS, "Uncertainty vs error (`benchmarks/bench_uncertainty.py`)", body, command
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ import math
 import time
 
 import numpy as np
+import pytest
 from conftest import labels_of
 from qtpy.QtCore import QTimer
 from test_workflow import _dock, _segment
@@ -24,16 +25,22 @@ def _verify_two_frames(viewer, dock, truth):
     assert dock.session.state.verified == [0, 4]
 
 
-def test_fine_tune_writes_a_checkpoint_reports_loss_and_resegments(
-    make_napari_viewer, qtbot, video_file, tiny_checkpoint
-):
+@pytest.fixture
+def verified(make_napari_viewer, qtbot, video_file, tiny_checkpoint):
+    """(viewer, dock, video path): segmented, frames 0 and 4 corrected and verified, no
+    validation share."""
     path, _, truth = video_file
     viewer = make_napari_viewer()
     dock = _dock(viewer, path, tiny_checkpoint)
     _segment(qtbot, dock)
     _verify_two_frames(viewer, dock, truth)
-    dock.finetune.iterations.setValue(6)
     dock.finetune.val_fraction.setValue(0.0)
+    return viewer, dock, path
+
+
+def test_fine_tune_writes_a_checkpoint_reports_loss_and_resegments(qtbot, verified):
+    viewer, dock, path = verified
+    dock.finetune.iterations.setValue(6)
     output = path.parent / "run1.diffseg" / "models" / "finetuned.pt"
     assert dock.finetune.output.text() == str(output)
     worker = dock.start_finetune()
@@ -60,16 +67,9 @@ def test_fine_tune_writes_a_checkpoint_reports_loss_and_resegments(
     np.testing.assert_array_equal(labels_of(viewer, "run1").data[[0, 4]], verified_before)
 
 
-def test_stop_keeps_a_checkpoint_and_enables_the_ui(
-    make_napari_viewer, qtbot, video_file, tiny_checkpoint
-):
-    path, _, truth = video_file
-    viewer = make_napari_viewer()
-    dock = _dock(viewer, path, tiny_checkpoint)
-    _segment(qtbot, dock)
-    _verify_two_frames(viewer, dock, truth)
+def test_stop_keeps_a_checkpoint_and_enables_the_ui(qtbot, verified):
+    _, dock, _ = verified
     dock.finetune.iterations.setValue(5000)
-    dock.finetune.val_fraction.setValue(0.0)
     dock.start_finetune()
     qtbot.waitUntil(lambda: dock.finetune.progress.value() >= 2, timeout=TRAIN_WAIT_MS)
     dock.finetune.stop_button.click()
