@@ -69,7 +69,7 @@ class _CloseWatcher(QObject):
 
     def eventFilter(self, obj, event) -> bool:  # noqa: N802 (Qt's name)
         if event.type() == QEvent.Close:
-            self.dock.save_now()
+            self.dock.save_now(force=True)
         return False
 
 
@@ -237,7 +237,7 @@ class DiffSegWidget(QWidget):
     def _layer_removed(self, event) -> None:
         layer = event.value
         if self.session is not None and layer is self.session.image:
-            self.save_now()
+            self.save_now(force=True)
             self.session = None
         self._refresh_layer_choices()
 
@@ -249,7 +249,7 @@ class DiffSegWidget(QWidget):
         if self.session is not None and self.session.image is layer:
             return
         if self.session is not None:
-            self.save_now()
+            self.save_now(force=True)
         try:
             self.session = AnnotationSession(self.viewer, layer)
         except ValueError as exc:
@@ -525,9 +525,15 @@ class DiffSegWidget(QWidget):
         worker.start()
         return worker
 
-    def save_now(self) -> bool:
-        """Save synchronously (on close, before switching video); True if saved."""
-        if self.session is None or not self.session.dirty:
+    def save_now(self, force: bool = False) -> bool:
+        """Save synchronously (on close, before switching video); True if saved. `force`
+        writes the labels even without a recorded edit: napari's undo/redo change them
+        without an event."""
+        if self.session is None:
+            return False
+        if force and self.session.labels_layer is not None:
+            self.session.dirty_state = True
+        if not self.session.dirty:
             return False
         snapshot = self.session.snapshot()
         try:
@@ -703,7 +709,7 @@ class DiffSegWidget(QWidget):
         self.stop_finetune()
         if self._control is not None and self._control.process is not None:
             self._control.process.kill()
-        self.save_now()
+        self.save_now(force=True)
         for key in (KEY_NEXT, KEY_VERIFY):
             try:
                 self.viewer.bind_key(key, None)

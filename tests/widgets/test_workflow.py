@@ -213,3 +213,28 @@ def test_export_writes_verified_frames(
         assert video.labelled == [4]
         np.testing.assert_array_equal(video.labels[4], labels.data[4])
         np.testing.assert_array_equal(video.frames, frames)
+
+
+def test_an_undo_before_closing_is_saved_too(
+    make_napari_viewer, qtbot, video_file, tiny_checkpoint
+):
+    """napari's undo changes the labels without a paint event; closing still saves them."""
+    path, _, _ = video_file
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, path, tiny_checkpoint)
+    _segment(qtbot, dock)
+    labels = labels_of(viewer, "run1")
+    before = np.array(labels.data[6])
+    labels.paint((6, 32, 32), 3)
+    assert not np.array_equal(labels.data[6], before)
+    folder = path.parent / "run1.diffseg"
+    qtbot.waitUntil(lambda: (folder / "state.json").is_file()
+                    and 6 in _state(folder)["edited"], timeout=10_000)
+    qtbot.waitUntil(lambda: dock.save_worker is None, timeout=10_000)
+    labels.undo()
+    np.testing.assert_array_equal(labels.data[6], before)
+    viewer.close()
+
+    viewer2 = make_napari_viewer()
+    _dock(viewer2, path)
+    np.testing.assert_array_equal(labels_of(viewer2, "run1").data[6], before)
