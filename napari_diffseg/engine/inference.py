@@ -116,6 +116,37 @@ def _sample_batch(
 
 
 @torch.no_grad()
+def _stream(
+    model: DiffSegNet,
+    todo: np.ndarray,
+    load: Callable[[np.ndarray], np.ndarray],
+    *,
+    timesteps: int,
+    options: SegmentOptions,
+    should_stop: Callable[[], bool] | None,
+):
+    """The sampling loop shared by every entry point: for each batch of the frame indices
+    `todo`, `load(indices)` gives (B, H, W) float32 normalised frames; yields (indices,
+    mean probabilities (B, C, H, W) float16, entropy (B, H, W), mutual information (B, H, W))
+    as numpy arrays. One generator seeded by `options.seed` serves the whole run."""
+    if options.batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {options.batch_size}")
+    device = next(model.parameters()).device
+    model.eval()
+    sampler = DDIMSampler(NoiseSchedule(timesteps), steps=options.steps, eta=options.eta)
+    generator = torch.Generator(device=device).manual_seed(options.seed)
+    for start in range(0, todo.size, options.batch_size):
+        if should_stop is not None and should_stop():
+            raise Cancelled("segmentation cancelled")
+        idx = todo[start : start + options.batch_size]
+        batch = torch.from_numpy(np.ascontiguousarray(load(idx), dtype=np.float32))
+        mean, entropy, mi = _sample_batch(
+            model, batch.to(device), sampler, generator, options.samples, should_stop
+        )
+        yield (idx, mean.cpu().numpy().astype(np.float16), entropy.cpu().numpy(),
+               mi.cpu().numpy())
+
+
 def predict_normalised(
     model: DiffSegNet,
     images: np.ndarray,
@@ -127,29 +158,18 @@ def predict_normalised(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """images: (N, H, W) float32 normalised frames -> (mean probabilities (N, C, H, W) float16,
     entropy (N, H, W) float32, mutual information (N, H, W) float32)."""
-    opts = options or SegmentOptions()
-    device = next(model.parameters()).device
-    model.eval()
-    sampler = DDIMSampler(NoiseSchedule(timesteps), steps=opts.steps, eta=opts.eta)
-    generator = torch.Generator(device=device).manual_seed(opts.seed)
     n, h, w = images.shape
     c = model.config.num_classes
     probs_out = np.empty((n, c, h, w), dtype=np.float16)
     ent_out = np.empty((n, h, w), dtype=np.float32)
     mi_out = np.empty((n, h, w), dtype=np.float32)
-    for start in range(0, n, opts.batch_size):
-        if should_stop is not None and should_stop():
-            raise Cancelled("segmentation cancelled")
-        batch = torch.from_numpy(np.ascontiguousarray(images[start : start + opts.batch_size]))
-        mean, entropy, mi = _sample_batch(
-            model, batch.to(device), sampler, generator, opts.samples, should_stop
-        )
-        stop = start + batch.shape[0]
-        probs_out[start:stop] = mean.cpu().numpy().astype(np.float16)
-        ent_out[start:stop] = entropy.cpu().numpy()
-        mi_out[start:stop] = mi.cpu().numpy()
+    for idx, probs, entropy, mi in _stream(
+        model, np.arange(n), lambda idx: images[idx], timesteps=timesteps,
+        options=options or SegmentOptions(), should_stop=should_stop,
+    ):
+        probs_out[idx], ent_out[idx], mi_out[idx] = probs, entropy, mi
         if progress is not None:
-            progress(stop, n)
+            progress(int(idx[-1]) + 1, n)
     return probs_out, ent_out, mi_out
 
 
@@ -199,7 +219,6 @@ class SegmentChunk:
     elapsed_s: float
 
 
-@torch.no_grad()
 def iter_segment(
     model: DiffSegNet,
     frames: np.ndarray,
@@ -217,9 +236,6 @@ def iter_segment(
     video's intensity range (so one frame gives the same result as the whole run); only the
     current batch is ever converted to float. indices: frames to do (default all), in order.
     """
-    opts = options or SegmentOptions()
-    if opts.batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {opts.batch_size}")
     frames = np.asarray(frames)
     if frames.ndim not in (3, 4):
         raise ValueError(f"frames must be (T, H, W) or (T, H, W, 3), got shape {frames.shape}")
@@ -227,34 +243,26 @@ def iter_segment(
     if todo.size and (todo.min() < 0 or todo.max() >= frames.shape[0]):
         raise ValueError(f"frame indices must be in 0..{frames.shape[0] - 1}")
     lo, hi = normalisation_range(frames, normalisation)
-    device = next(model.parameters()).device
-    model.eval()
-    sampler = DDIMSampler(NoiseSchedule(timesteps), steps=opts.steps, eta=opts.eta)
-    generator = torch.Generator(device=device).manual_seed(opts.seed)
+
+    def load(idx: np.ndarray) -> np.ndarray:
+        images = apply_normalisation(frames[idx], lo, hi)
+        return images.mean(axis=-1) if images.ndim == 4 else images
+
     t0 = time.perf_counter()
     done = 0
-    for start in range(0, todo.size, opts.batch_size):
-        if should_stop is not None and should_stop():
-            raise Cancelled("segmentation cancelled")
-        idx = todo[start : start + opts.batch_size]
-        images = apply_normalisation(frames[idx], lo, hi)
-        if images.ndim == 4:
-            images = images.mean(axis=-1)
-        mean, entropy, mi = _sample_batch(
-            model, torch.from_numpy(images).to(device), sampler, generator, opts.samples,
-            should_stop,
-        )
-        probs = mean.cpu().numpy().astype(np.float16)
-        ent = entropy.cpu().numpy()
+    for idx, probs, entropy, mi in _stream(
+        model, todo, load, timesteps=timesteps, options=options or SegmentOptions(),
+        should_stop=should_stop,
+    ):
         done += idx.size
         yield SegmentChunk(
             indices=idx,
             probabilities=probs,
             labels=probs.argmax(axis=1).astype(np.uint8),
-            entropy=ent,
-            mutual_information=mi.cpu().numpy(),
-            frame_scores=frame_scores(probs, ent),
-            class_scores=class_scores(probs, ent),
+            entropy=entropy,
+            mutual_information=mi,
+            frame_scores=frame_scores(probs, entropy),
+            class_scores=class_scores(probs, entropy),
             done=done,
             total=int(todo.size),
             elapsed_s=time.perf_counter() - t0,
@@ -277,6 +285,7 @@ def segment(
     n, h, w = frames.shape[:3]
     c = model.config.num_classes
     probs = np.empty((n, c, h, w), dtype=np.float16)
+    labels = np.empty((n, h, w), dtype=np.uint8)
     entropy = np.empty((n, h, w), dtype=np.float32)
     mi = np.empty((n, h, w), dtype=np.float32)
     scores = np.empty(n, dtype=np.float32)
@@ -285,6 +294,7 @@ def segment(
         should_stop=should_stop,
     ):
         probs[chunk.indices] = chunk.probabilities
+        labels[chunk.indices] = chunk.labels
         entropy[chunk.indices] = chunk.entropy
         mi[chunk.indices] = chunk.mutual_information
         scores[chunk.indices] = chunk.frame_scores
@@ -295,7 +305,7 @@ def segment(
     logger.info("segmented %d frames in %.2f s on %s", n, elapsed, device)
     return Segmentation(
         probabilities=probs,
-        labels=probs.argmax(axis=1).astype(np.uint8),
+        labels=labels,
         entropy=entropy,
         mutual_information=mi,
         frame_scores=scores,
