@@ -87,6 +87,7 @@ class DiffSegWidget(QWidget):
         self._stop = threading.Event()
         self._control: _jobs.FinetuneControl | None = None
         self._seg_started = 0.0
+        self._device_text = "?"
         self.last_checkpoint: str | None = None
         self._build_ui()
         self._autosave = QTimer(self)
@@ -351,9 +352,8 @@ class DiffSegWidget(QWidget):
         device = self.device_combo.currentData()
         self._stop.clear()
         worker = create_worker(
-            _jobs.segment_job, path, _frames_source(self.session), indices,
+            _jobs.segment_job, path, self.session.frames, indices,
             device=device, steps=self.steps_spin.value(), samples=self.samples_spin.value(),
-            batch_size=1 if device in ("auto", "cpu") and not _cuda() else 8,
             stop=self._stop, _start_thread=False,
             _connect={"yielded": self._on_segment_item, "errored": self._on_segment_error,
                       "finished": self._on_segment_finished},
@@ -403,7 +403,7 @@ class DiffSegWidget(QWidget):
         rate = item.elapsed_s / max(item.done, 1)
         left = rate * (item.total - item.done)
         self.seg_status.setText(
-            f"{item.done}/{item.total} frames on {getattr(self, '_device_text', '?')}, "
+            f"{item.done}/{item.total} frames on {self._device_text}, "
             f"{elapsed:.0f} s elapsed, about {left:.0f} s left"
         )
         self.update_review()
@@ -475,16 +475,8 @@ class DiffSegWidget(QWidget):
             self.schedule_save()
 
     def _frame_changed(self, event=None) -> None:
-        if self.session is None:
-            return
-        frame = self.current_frame()
-        for row in range(self.review.table.rowCount()):
-            item = self.review.table.item(row, 0)
-            if item is not None and int(item.data(0x0100)) == frame:
-                self.review.table.blockSignals(True)
-                self.review.table.selectRow(row)
-                self.review.table.blockSignals(False)
-                break
+        if self.session is not None:
+            self.review.select_frame(self.current_frame())
 
     def _toggle_uncertainty(self, visible: bool) -> None:
         if self.session is not None and self.session.uncertainty_layer is not None:
@@ -573,7 +565,7 @@ class DiffSegWidget(QWidget):
         self._control = control
         options = self.finetune.options()
         worker = create_worker(
-            _jobs.finetune_job, _frames_source(session),
+            _jobs.finetune_job, session.frames,
             np.array(session.labels_layer.data, dtype=np.uint8), list(session.state.verified),
             classes=dict(session.state.classes), init=init, output=output, options=options,
             val_fraction=self.finetune.val_fraction.value(),
@@ -716,12 +708,3 @@ class DiffSegWidget(QWidget):
             except (KeyError, ValueError):
                 pass
 
-
-def _frames_source(session: AnnotationSession) -> np.ndarray:
-    return session.frames
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()

@@ -31,13 +31,14 @@ def segment_job(
     device: str = "auto",
     steps: int = 4,
     samples: int = 4,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     seed: int = 0,
     stop: threading.Event | None = None,
 ):
     """Load the model, then yield :class:`ModelLoaded` and one
     :class:`~napari_diffseg.engine.inference.SegmentChunk` per batch of frames.
-    frames: (T, H, W[, 3]) raw video; indices: frames to segment."""
+    frames: (T, H, W[, 3]) raw video; indices: frames to segment; batch_size None: one frame
+    at a time on a CPU (results stream frame by frame), 8 on a GPU."""
     from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.inference import (
         Cancelled,
@@ -49,6 +50,8 @@ def segment_job(
     model, ckpt = load_for_inference(model_path, device)
     dev = next(model.parameters()).device
     yield ModelLoaded(dict(ckpt.classes), device_description(dev), str(model_path))
+    if batch_size is None:
+        batch_size = 1 if dev.type == "cpu" else 8
     options = SegmentOptions(steps=steps, samples=samples, batch_size=batch_size, seed=seed)
     try:
         yield from iter_segment(

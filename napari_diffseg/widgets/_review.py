@@ -72,6 +72,16 @@ class ReviewPanel(QWidget):
                         self.table.item(r, 2).text()))
         return out
 
+    def select_frame(self, frame: int) -> None:
+        """Highlight the row of `frame` (without emitting frame_clicked)."""
+        for row in range(self.table.rowCount()):
+            item = self.table.item(row, 0)
+            if item is not None and int(item.data(Qt.UserRole)) == frame:
+                self.table.blockSignals(True)
+                self.table.selectRow(row)
+                self.table.blockSignals(False)
+                return
+
     def update_from(self, state, current: int | None = None) -> None:
         """Fill the table from a ProjectState: most uncertain first, verified marked."""
         foreground = [(k, v) for k, v in sorted(state.classes.items()) if k != 0]
@@ -83,7 +93,6 @@ class ReviewPanel(QWidget):
         self.table.setRowCount(len(ranking))
         verified, edited = set(state.verified), set(state.edited)
         segmented = set(state.segmented)
-        selected_row = None
         for row, frame in enumerate(ranking):
             name = state.frame_names[frame] if frame < len(state.frame_names) else str(frame)
             score = state.frame_scores[frame]
@@ -107,10 +116,8 @@ class ReviewPanel(QWidget):
                 if status == STATUS_VERIFIED:
                     item.setForeground(Qt.darkGreen if col == 2 else item.foreground())
                 self.table.setItem(row, col, item)
-            if frame == current:
-                selected_row = row
-        if selected_row is not None:
-            self.table.selectRow(selected_row)
+        if current is not None:
+            self.select_frame(current)
         self.table.resizeColumnsToContents()
         self.table.setUpdatesEnabled(True)
         n_seg = len(segmented)

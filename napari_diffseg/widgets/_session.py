@@ -125,11 +125,11 @@ class AnnotationSession:
                 self.labels_name, self.state.classes, max(self.state.classes, default=0),
                 {OWNER_KEY: {"role": "labels", "video": self.name}},
             )
-            if self.image.scale is not None:
-                kwargs["scale"] = tuple(self.image.scale[-3:])
+            kwargs["scale"] = tuple(self.image.scale[-3:])
             self.labels_layer = self.viewer.add_labels(
                 np.zeros(self.shape, dtype=np.uint8), **kwargs
             )
+            self.viewer.layers.selection.active = self.labels_layer
         if self.uncertainty_layer is None or self.uncertainty_layer not in self.viewer.layers:
             self.uncertainty_layer = self._find_own(self.uncertainty_name, "uncertainty")
         if self.uncertainty_layer is None:
@@ -144,7 +144,8 @@ class AnnotationSession:
                 scale=tuple(self.image.scale[-3:]),
                 metadata={OWNER_KEY: {"role": "uncertainty", "video": self.name}},
             )
-        self.viewer.layers.selection.active = self.labels_layer
+            # added last, the uncertainty layer is selected: give the paint tools back
+            self.viewer.layers.selection.active = self.labels_layer
 
     def set_classes(self, classes: dict[int, str]) -> None:
         classes = {int(k): str(v) for k, v in classes.items()}
