@@ -53,6 +53,13 @@ def normalise_frames(frames: np.ndarray, normalisation: dict | None = None) -> n
     return apply_normalisation(frames, lo, hi)
 
 
+def normalise_gray(frames: np.ndarray, normalisation: dict | None = None) -> np.ndarray:
+    """:func:`normalise_frames`, then colour (T, H, W, 3) averaged to gray: (T, H, W) float32,
+    what the network takes."""
+    out = normalise_frames(frames, normalisation)
+    return out.mean(axis=-1) if out.ndim == 4 else out
+
+
 @dataclass
 class SparseDataset:
     """Frames of one or more sequences, split into labelled and unlabelled frames.
@@ -94,9 +101,7 @@ def dataset_from_videos(
     for video in videos:
         if video.labels is None:
             raise ValueError(f"{video.meta.path}: has no annotations to train on")
-        frames = normalise_frames(video.frames, normalisation)
-        if frames.ndim == 4:  # colour kept: training runs on gray frames
-            frames = frames.mean(axis=-1)
+        frames = normalise_gray(video.frames, normalisation)  # colour kept: train on gray
         labelled = set(video.labelled)
         for i in range(frames.shape[0]):
             if i in labelled:

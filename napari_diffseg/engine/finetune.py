@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_diffseg.data.sequences import SparseDataset, normalise_frames
+from napari_diffseg.data.sequences import SparseDataset, normalise_gray
 from napari_diffseg.engine.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -74,8 +74,7 @@ def _gray(frames: np.ndarray, what: str, normalisation: dict | None) -> np.ndarr
     if not (x.ndim == 3 or (x.ndim == 4 and x.shape[-1] == 3)):
         raise ValueError(f"{what} should be frames x height x width (or x 3 for colour), "
                          f"got shape {x.shape}")
-    out = normalise_frames(x, normalisation)
-    return out.mean(axis=-1) if out.ndim == 4 else out
+    return normalise_gray(x, normalisation)
 
 
 def build_finetune_data(
