@@ -34,21 +34,29 @@ from napari_diffseg.engine.inference import pad_to_multiple
 from napari_diffseg.engine.training import sigmoid_rampup
 from napari_diffseg.model import ModelConfig
 from napari_diffseg.model.losses import ce_dice_loss
-from napari_diffseg.model.network import ImageEncoder
+from napari_diffseg.model.network import DetailBranch, ImageEncoder
 
 
 class UNetSegmenter(nn.Module):
     """image (B, Cin, H, W) in about [-1, 1], H and W multiples of ``config.multiple`` ->
-    class logits (B, C, H, W). The encoder is the diffusion model's ImageEncoder."""
+    class logits (B, C, H, W). The encoder and the full-resolution head (1x1 logits unfolded
+    from the strided encoder, plus the detail branch) are the diffusion model's."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = ImageEncoder(config)
-        self.head = nn.Conv2d(config.width, config.num_classes, 1)
+        self.head = nn.Conv2d(config.width, config.num_classes * config.encoder_stride**2, 1)
+        self.detail = DetailBranch(config) if config.detail_width else None
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(image))
+        features = self.encoder(image)
+        logits = self.head(features)
+        if self.config.encoder_stride > 1:
+            logits = nn.functional.pixel_shuffle(logits, self.config.encoder_stride)
+        if self.detail is not None:
+            logits = logits + self.detail(image, features)
+        return logits
 
 
 @dataclass

@@ -255,8 +255,15 @@ def load_checkpoint(
     extra = sorted(set(payload) - known)
     if extra:
         logger.debug("%s: ignoring unknown checkpoint fields %s", path, extra)
+    from napari_diffseg.model.network import LEGACY_DEFAULTS, ModelConfig
+
+    config = payload["model_config"]
+    names = {f.name for f in dataclasses.fields(ModelConfig)}
+    if isinstance(config, dict) and set(config) <= names:
+        # fields added to ModelConfig since the file was written keep their old value
+        config = {**LEGACY_DEFAULTS, **config}
     ckpt = Checkpoint(
-        model_config=payload["model_config"],
+        model_config=config,
         state_dict=payload["state_dict"],
         classes=classes,
         normalisation=payload["normalisation"],

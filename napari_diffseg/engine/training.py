@@ -157,16 +157,24 @@ class _RowsOfBatch:
     def __init__(self, net: DiffSegNet, rows: slice, total: int) -> None:
         self.net, self.rows, self.total = net, rows, total
 
-    def label_shape(self, cond: torch.Tensor) -> tuple[int, int, int, int]:
-        _, c, h, w = self.net.label_shape(cond)
+    @property
+    def config(self):
+        return self.net.config
+
+    def folded_label_shape(self, cond: torch.Tensor) -> tuple[int, int, int, int]:
+        _, c, h, w = self.net.folded_label_shape(cond)
         return self.total, c, h, w
 
-    def denoise(self, x_t: torch.Tensor, cond: torch.Tensor, t: torch.Tensor):
-        """x_t (total, C, H, W), cond (rows, …), t (total,) -> logits (total, C, H, W)."""
-        logits, _ = self.net.denoise(x_t[self.rows], cond, t[self.rows])
-        full = logits.new_zeros((x_t.shape[0], *logits.shape[1:]))
+    def denoise_folded(self, x: torch.Tensor, cond: torch.Tensor, t: torch.Tensor):
+        """x (total, C s², H/s, W/s) folded, cond (rows, …), t (total,) -> folded logits of
+        the same shape as x."""
+        logits, _ = self.net.denoise_folded(x[self.rows], cond, t[self.rows])
+        full = logits.new_zeros((x.shape[0], *logits.shape[1:]))
         full[self.rows] = logits
         return full, None
+
+    def unfold(self, folded: torch.Tensor) -> torch.Tensor:
+        return self.net.unfold(folded)
 
 
 class Trainer:

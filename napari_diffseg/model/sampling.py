@@ -25,18 +25,20 @@ def sample_probabilities(
         from it to abandon the sampling)
     returns: (B, C, H, W) class probabilities of the final denoised prediction.
     """
-    shape = net.label_shape(features)
-    b, c = shape[:2]
+    # the whole loop runs on s x s folded maps: softmax and the DDIM update are per pixel, so
+    # the layout does not change them, and no step pays for unfolding and refolding
+    b, cs2, h, w = shape = net.folded_label_shape(features)
+    c = net.config.num_classes
     x = torch.randn(shape, generator=generator, device=features.device)
     probs = torch.full(shape, 1.0 / c, device=features.device)
     for done, (t, t_prev) in enumerate(sampler.timesteps, start=1):
         t_cont = torch.full((b,), t / sampler.schedule.timesteps, device=features.device)
-        logits, _ = net.denoise(x, features, t_cont)
-        probs = logits.float().softmax(dim=1)
+        logits, _ = net.denoise_folded(x, features, t_cont)
+        probs = logits.float().view(b, c, cs2 // c, h, w).softmax(dim=1).view(shape)
         noise = None
         if sampler.eta > 0:
             noise = torch.randn(x.shape, generator=generator, device=x.device)
-        x = sampler.step(x, probs * 2 - 1, t, t_prev, noise)
+        x = sampler.step_from_probabilities(x, probs, t, t_prev, noise)
         if on_step is not None:
             on_step(done)
-    return probs
+    return net.unfold(probs)

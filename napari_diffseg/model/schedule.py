@@ -77,11 +77,35 @@ class DDIMSampler:
         """One update x_t -> x_{t_prev} given the predicted clean map; (B, C, H, W) tensors."""
         if t_prev == 0:
             return x0_pred
-        ab_t = cosine_alpha_bar(torch.tensor(t / self.schedule.timesteps))
-        ab_prev = cosine_alpha_bar(torch.tensor(t_prev / self.schedule.timesteps))
-        eps = (x_t - ab_t.sqrt() * x0_pred) / (1 - ab_t).sqrt()
-        sigma = self.eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).clamp(min=0).sqrt()
-        x_prev = ab_prev.sqrt() * x0_pred + (1 - ab_prev - sigma**2).clamp(min=0).sqrt() * eps
+        keep, mix, sigma = self._coefficients(t, t_prev)
+        x_prev = x_t * keep + x0_pred * mix
         if noise is not None and self.eta > 0:
             x_prev = x_prev + sigma * noise
+        return x_prev
+
+    def _coefficients(self, t: int, t_prev: int) -> tuple[float, float, float]:
+        """x_prev = keep x_t + mix x0 (+ sigma noise): DDIM's update with ε = (x_t - √ᾱ_t x0) /
+        √(1 - ᾱ_t) substituted, as plain numbers."""
+        ab_t = float(cosine_alpha_bar(torch.tensor(t / self.schedule.timesteps)))
+        ab_prev = float(cosine_alpha_bar(torch.tensor(t_prev / self.schedule.timesteps)))
+        sigma = self.eta * max((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev), 0.0) ** 0.5
+        eps_scale = max(1 - ab_prev - sigma**2, 0.0) ** 0.5 / (1 - ab_t) ** 0.5
+        return eps_scale, ab_prev**0.5 - eps_scale * ab_t**0.5, sigma
+
+    def step_from_probabilities(
+        self,
+        x_t: torch.Tensor,
+        probs: torch.Tensor,
+        t: int,
+        t_prev: int,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`step` with x0 = 2 p - 1 from class probabilities p, in three passes over
+        the map instead of eight (the sampler's inner loop)."""
+        if t_prev == 0:
+            return probs * 2 - 1
+        keep, mix, sigma = self._coefficients(t, t_prev)
+        x_prev = (x_t * keep).add_(probs, alpha=2 * mix).sub_(mix)
+        if noise is not None and self.eta > 0:
+            x_prev.add_(noise, alpha=sigma)
         return x_prev

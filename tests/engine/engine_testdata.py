@@ -11,7 +11,8 @@ from napari_diffseg.io import Video, VideoMetadata
 from napari_diffseg.model import ModelConfig
 
 TINY = ModelConfig(
-    width=16, depth=2, label_width=16, label_blocks=2, time_dim=32, denoiser_stride=1
+    width=16, depth=2, label_width=16, label_blocks=2, time_dim=32, denoiser_stride=1,
+    encoder_stride=1
 )
 
 

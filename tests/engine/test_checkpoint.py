@@ -230,6 +230,9 @@ def small_config() -> dict:
         "label_width": 8,
         "label_blocks": 1,
         "time_dim": 16,
+        "denoiser_stride": 4,
+        "encoder_stride": 2,
+        "detail_width": 4,
     }
 
 
@@ -244,6 +247,27 @@ def test_build_model_round_trip(tmp_path: Path) -> None:
     assert isinstance(built, DiffSegNet) and not built.training
     for name, tensor in model.state_dict().items():
         assert torch.equal(built.state_dict()[name], tensor)
+
+
+@needs_network
+def test_checkpoint_from_before_encoder_stride_builds_the_old_network(tmp_path: Path) -> None:
+    """Files written before ModelConfig.encoder_stride and detail_width existed (the bundled
+    model of 0.1, the users' fine-tuned models) have no such keys: full-resolution encoder,
+    no detail branch."""
+    from napari_diffseg.model.network import DiffSegNet, ModelConfig
+
+    new_fields = ("encoder_stride", "detail_width")
+    old = {k: v for k, v in small_config().items() if k not in new_fields}
+    old["denoiser_stride"] = 2
+    model = DiffSegNet(ModelConfig(**old, encoder_stride=1, detail_width=0))
+    ckpt = make_checkpoint(model_config=old, state_dict=model.state_dict())
+    built = build_model(load_checkpoint(save_checkpoint(tmp_path / "m.ckpt", ckpt)))
+    assert built.config.encoder_stride == 1 and built.config.detail_width == 0
+    x = torch.randn(1, 1, 16, 16)
+    t = torch.full((1,), 0.5)
+    labels = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(built(x, labels, t)[0], model.eval()(x, labels, t)[0])
 
 
 @needs_network

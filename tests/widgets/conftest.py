@@ -14,7 +14,7 @@ from napari_diffseg.model import DiffSegNet, ModelConfig
 
 CLASSES = {0: "background", 1: "vessel", 2: "catheter", 3: "guidewire"}
 TINY = ModelConfig(num_classes=4, width=8, depth=2, label_width=8, label_blocks=1,
-                   time_dim=16, denoiser_stride=1)
+                   time_dim=16, denoiser_stride=1, encoder_stride=1)
 
 
 @pytest.fixture
