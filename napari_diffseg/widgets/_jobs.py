@@ -37,8 +37,9 @@ def segment_job(
 ):
     """Load the model, then yield :class:`ModelLoaded` and one
     :class:`~napari_diffseg.engine.inference.SegmentChunk` per batch of frames.
-    frames: (T, H, W[, 3]) raw video; indices: frames to segment; batch_size None: one frame
-    at a time on a CPU (results stream frame by frame), 8 on a GPU."""
+    frames: (T, H, W[, 3]) raw video; indices: frames to segment; batch_size None: the
+    engine's default for the device (one frame at a time on a CPU, so results stream frame by
+    frame; 8 on a GPU)."""
     from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.inference import (
         Cancelled,
@@ -50,8 +51,6 @@ def segment_job(
     model, ckpt = load_for_inference(model_path, device)
     dev = next(model.parameters()).device
     yield ModelLoaded(dict(ckpt.classes), device_description(dev), str(model_path))
-    if batch_size is None:
-        batch_size = 1 if dev.type == "cpu" else 8
     options = SegmentOptions(steps=steps, samples=samples, batch_size=batch_size, seed=seed)
     try:
         yield from iter_segment(
