@@ -48,9 +48,12 @@ class Budget:
     width: int
     label_width: int
     label_blocks: int
+    encoder_stride: int = 2
+    denoiser_stride: int = 4
+    detail_width: int = 0
 
 
-CPU = Budget(60, 40, (256, 320, 384, 448, 512), 2500, 8, 96, 16, 24, 3)
+CPU = Budget(60, 40, (256, 320, 384, 448, 512), 2500, 8, 96, 24, 32, 3)
 GPU = Budget(150, 40, (256, 320, 384, 448, 512), 20000, 16, 192, 32, 64, 4)
 HELD_OUT = {"sequences": 4, "frames": 20, "size": 512, "difficulty": 0.5, "seed0": 100_000}
 
@@ -84,7 +87,8 @@ def held_out_evaluation(model, ckpt, device) -> dict:
         t0 = time.perf_counter()
         seg = segment(model, seq.frames, normalisation=ckpt.normalisation,
                       timesteps=ckpt.schedule["timesteps"],
-                      options=SegmentOptions(steps=4, samples=4, seed=0, batch_size=4))
+                      options=SegmentOptions(steps=4, samples=4, seed=0,
+                                             batch_size=1 if device.type == "cpu" else 8))
         seconds += time.perf_counter() - t0
         preds.append(seg.labels)
         targets.append(seq.labels)
@@ -122,7 +126,10 @@ def main() -> None:
         crop_size=budget.crop_size, seed=args.seed, device=str(device), val_every=0,
     )
     config = ModelConfig(num_classes=len(DEFAULT_CLASSES), width=budget.width, depth=3,
-                         label_width=budget.label_width, label_blocks=budget.label_blocks)
+                         label_width=budget.label_width, label_blocks=budget.label_blocks,
+                         encoder_stride=budget.encoder_stride,
+                         denoiser_stride=budget.denoiser_stride,
+                         detail_width=budget.detail_width)
 
     def report(p):
         if p.iteration % 100 == 0:
