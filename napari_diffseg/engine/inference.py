@@ -97,6 +97,12 @@ def uncertainty_from_samples(
     return mean, entropy, (entropy - sample_entropy).clamp_min(0)
 
 
+#: on a CPU the K samples of a frame run through the denoiser in chunks of at most this many
+#: label-map pixels (rows x H x W), so that a chunk's maps stay in the cache: at 1024 px one
+#: sample at a time, at 512 px four, at 256 px sixteen (a GPU takes all rows at once)
+CPU_CHUNK_PIXELS = 4 * 512 * 512
+
+
 def _sample_batch(
     model: DiffSegNet,
     batch: torch.Tensor,
@@ -107,7 +113,12 @@ def _sample_batch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """batch: (B, H, W) float32 normalised frames on the model's device -> (mean probabilities
     (B, C, H, W), entropy (B, H, W), mutual information (B, H, W)), float32.
-    `should_stop` is polled after every DDIM step: cancelling never waits for a whole batch."""
+    `should_stop` is polled after every DDIM step: cancelling never waits for a whole batch.
+
+    The B x K (frame, sample) rows run in chunks (:data:`CPU_CHUNK_PIXELS`); the initial noise
+    of all rows is drawn at once, so the result does not depend on the chunking (for eta = 0).
+    The mean and the mean sample entropy are accumulated chunk by chunk, so the K samples'
+    full-resolution maps never exist together."""
 
     def check(_step: int) -> None:
         if should_stop is not None and should_stop():
@@ -116,12 +127,25 @@ def _sample_batch(
     device = batch.device
     c, k = model.config.num_classes, max(1, samples)
     x, (bh, bw) = pad_to_multiple(batch[:, None], model.config.multiple)
+    b, _, h, w = x.shape
+    rows = b * k
+    chunk = rows if device.type != "cpu" else max(1, CPU_CHUNK_PIXELS // (h * w))
+    sum_p = torch.zeros((b, c, bh, bw), device=device)
+    sum_h = torch.zeros((b, bh, bw), device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         features = model.encode(x)
-        features = features.repeat_interleave(k, dim=0)
-        probs = sample_probabilities(model, features, sampler, generator, on_step=check)
-    probs = probs.float()[..., :bh, :bw].reshape(-1, k, c, bh, bw)
-    return uncertainty_from_samples(probs)
+        s = model.config.denoiser_stride
+        noise = torch.randn((rows, c * s * s, h // s, w // s), generator=generator, device=device)
+        for start in range(0, rows, chunk):
+            frame = torch.arange(start, min(start + chunk, rows), device=device) // k
+            probs = sample_probabilities(model, features[frame], sampler, generator,
+                                         on_step=check, noise=noise[start : start + chunk])
+            probs = probs.float()[..., :bh, :bw]
+            sum_p.index_add_(0, frame, probs)
+            sum_h.index_add_(0, frame, -(probs * probs.clamp_min(1e-8).log()).sum(dim=1))
+    mean = sum_p / k
+    entropy = -(mean * mean.clamp_min(1e-8).log()).sum(dim=1)
+    return mean, entropy, (entropy - sum_h / k).clamp_min(0)
 
 
 @torch.no_grad()

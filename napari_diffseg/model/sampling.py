@@ -17,28 +17,35 @@ def sample_probabilities(
     sampler: DDIMSampler,
     generator: torch.Generator | None = None,
     on_step: Callable[[int], None] | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Draw one label-map sample per row of `features` by DDIM from pure noise.
 
     features: conditioning from ``net.encode`` (repeat rows for several samples of a frame)
     on_step: called with the number of finished steps after each step (a caller may raise
         from it to abandon the sampling)
+    noise: the initial noise, folded (B, C s², H/s, W/s); default: drawn from `generator`
     returns: (B, C, H, W) class probabilities of the final denoised prediction.
     """
     # the whole loop runs on s x s folded maps: softmax and the DDIM update are per pixel, so
     # the layout does not change them, and no step pays for unfolding and refolding
     b, cs2, h, w = shape = net.folded_label_shape(features)
     c = net.config.num_classes
-    x = torch.randn(shape, generator=generator, device=features.device)
+    if noise is None:
+        x = torch.randn(shape, generator=generator, device=features.device)
+    else:
+        if tuple(noise.shape) != tuple(shape):
+            raise ValueError(f"noise of shape {tuple(noise.shape)}, expected {tuple(shape)}")
+        x = noise
     probs = torch.full(shape, 1.0 / c, device=features.device)
     for done, (t, t_prev) in enumerate(sampler.timesteps, start=1):
         t_cont = torch.full((b,), t / sampler.schedule.timesteps, device=features.device)
         logits, _ = net.denoise_folded(x, features, t_cont)
         probs = logits.float().view(b, c, cs2 // c, h, w).softmax(dim=1).view(shape)
-        noise = None
+        step_noise = None
         if sampler.eta > 0:
-            noise = torch.randn(x.shape, generator=generator, device=x.device)
-        x = sampler.step_from_probabilities(x, probs, t, t_prev, noise)
+            step_noise = torch.randn(x.shape, generator=generator, device=x.device)
+        x = sampler.step_from_probabilities(x, probs, t, t_prev, step_noise)
         if on_step is not None:
             on_step(done)
     return net.unfold(probs)

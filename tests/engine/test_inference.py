@@ -129,3 +129,21 @@ def test_cancel_is_noticed_between_sampling_steps(model):
                           options=SegmentOptions(steps=4, samples=1, batch_size=3),
                           should_stop=stop_after_first_step))
     assert len(calls) == 2
+
+
+def test_sample_chunking_does_not_change_the_result(model, monkeypatch):
+    """On a CPU the (frame, sample) rows run in cache-sized chunks with the mean and entropy
+    accumulated chunk by chunk; the result must be the one of all rows at once."""
+    import napari_diffseg.engine.inference as inference
+
+    frames = _frames(t=3)
+    opts = SegmentOptions(steps=2, samples=3, seed=2, batch_size=3)
+    monkeypatch.setattr(inference, "CPU_CHUNK_PIXELS", 10**9)  # all 9 rows at once
+    whole = segment(model, frames, normalisation=NORM, timesteps=10, options=opts)
+    monkeypatch.setattr(inference, "CPU_CHUNK_PIXELS", 2 * 48 * 64)  # 2 padded rows a chunk
+    chunked = segment(model, frames, normalisation=NORM, timesteps=10, options=opts)
+    np.testing.assert_allclose(chunked.probabilities.astype(np.float32),
+                               whole.probabilities.astype(np.float32), atol=1e-3)
+    np.testing.assert_allclose(chunked.entropy, whole.entropy, atol=1e-5)
+    np.testing.assert_allclose(chunked.mutual_information, whole.mutual_information, atol=1e-5)
+    assert (chunked.mutual_information > 1e-4).any()  # the samples do differ
