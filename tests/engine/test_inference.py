@@ -147,3 +147,18 @@ def test_sample_chunking_does_not_change_the_result(model, monkeypatch):
     np.testing.assert_allclose(chunked.entropy, whole.entropy, atol=1e-5)
     np.testing.assert_allclose(chunked.mutual_information, whole.mutual_information, atol=1e-5)
     assert (chunked.mutual_information > 1e-4).any()  # the samples do differ
+
+
+def test_streamed_labels_and_scores_match_the_numpy_definitions(model):
+    """iter_segment computes labels, frame and class scores in torch from float32; they must
+    be what frame_scores / class_scores / argmax give on the float16 arrays it returns."""
+    from napari_diffseg.engine.inference import class_scores, frame_scores, iter_segment
+
+    chunk = next(iter_segment(model, _frames(t=2), normalisation=NORM, timesteps=10,
+                              options=SegmentOptions(steps=2, samples=3, batch_size=2)))
+    probs = chunk.probabilities
+    agree = (chunk.labels == probs.argmax(axis=1)).mean()
+    assert agree > 0.999  # float16 rounding may flip an exact tie
+    np.testing.assert_allclose(chunk.frame_scores, frame_scores(probs, chunk.entropy), rtol=1e-3)
+    np.testing.assert_allclose(chunk.class_scores, class_scores(probs, chunk.entropy),
+                               rtol=1e-2, atol=1e-4)
