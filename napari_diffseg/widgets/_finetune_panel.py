@@ -18,19 +18,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ._plot import CurvePlot
+from napari_diffseg.engine.finetune import FINETUNE_DEFAULTS as GUI_TRAIN_DEFAULTS
+from napari_diffseg.engine.finetune import FINETUNE_VAL_FRACTION
 
-#: What the dock's Fine-tune button runs unless the user changes it: sized to finish in
-#: minutes on a laptop CPU for a 512x512 video with a handful of verified frames.
-GUI_TRAIN_DEFAULTS = {
-    "iterations": 300,
-    "batch_size": 4,
-    "crop_size": 128,
-    "lr": 2e-4,
-    "val_every": 50,
-    "val_samples": 1,
-    "val_steps": 2,
-}
+from ._plot import CurvePlot
 
 
 class FinetunePanel(QWidget):
@@ -49,7 +40,7 @@ class FinetunePanel(QWidget):
         self.val_fraction = QDoubleSpinBox()
         self.val_fraction.setRange(0.0, 0.5)
         self.val_fraction.setSingleStep(0.05)
-        self.val_fraction.setValue(0.25)
+        self.val_fraction.setValue(FINETUNE_VAL_FRACTION)
         self.val_fraction.setToolTip(
             "share of the verified frames held out to measure validation Dice; the best "
             "checkpoint by that Dice is kept (0: keep the last one)"
