@@ -348,6 +348,14 @@ def time_table(runs: list[dict], methods: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _strides(meta: dict) -> str:
+    a = meta.get("architecture")
+    if not a:
+        return ""
+    return (f" (encoder stride {a['encoder_stride']}, denoiser stride {a['denoiser_stride']}, "
+            f"detail branch width {a['detail_width']})")
+
+
 def report_markdown(results: dict, methods, settings, noises) -> str:
     runs = list(results["runs"].values())
     meta = results["meta"]
@@ -359,9 +367,9 @@ def report_markdown(results: dict, methods, settings, noises) -> str:
         f"{p['size']}×{p['size']} px (difficulty {p['difficulty']}); {p['iterations']} "
         f"iterations of {p['batch_size']} labelled (+ {p['batch_size']} unlabelled) crops of "
         f"{p['crop_size']} px; encoder width {p['width']}, depth 3 (shared backbone), denoiser "
-        f"width {p['label_width']} × {p['label_blocks']} blocks; evaluation {p['steps']} DDIM "
-        f"steps × {p['samples']} samples; {p['noise_fraction']:.0%} of labelled masks corrupted "
-        f"in the noisy rows; seeds {', '.join(map(str, p['seeds']))}.",
+        f"width {p['label_width']} × {p['label_blocks']} blocks{_strides(meta)}; evaluation "
+        f"{p['steps']} DDIM steps × {p['samples']} samples; {p['noise_fraction']:.0%} of "
+        f"labelled masks corrupted in the noisy rows; seeds {', '.join(map(str, p['seeds']))}.",
         "",
         f"device: {meta['device']}; torch {meta['torch']}; {meta['workers']} worker process(es) "
         f"× 1 thread; wall time {meta.get('wall_seconds', float('nan')) / 60:.1f} min; "
@@ -443,6 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     results["meta"] = {
         "preset_name": args.preset,
         "preset": asdict(preset),
+        "architecture": model_config(preset).to_dict(),
         "workers": args.workers,
         "device": device_description(resolve_device(args.device)),
         "torch": torch.__version__,

@@ -1,4 +1,4 @@
-"""The quality and uncertainty benchmarks run end to end (their smallest presets, seconds)."""
+"""The benchmarks run end to end on their smallest settings (seconds)."""
 
 from __future__ import annotations
 
@@ -124,3 +124,79 @@ def test_noisy_setting_corrupts_thirty_percent_of_the_labelled_masks():
     assert changed == info["corrupted"]
     assert abs(len(changed) / n - 0.3) <= 0.5 / n + 1e-9
     assert len(noisy.unlabelled) == len(clean.unlabelled) > 0
+
+
+def test_finetune_benchmark_smoke(tmp_path):
+    out = tmp_path / "finetune.json"
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(DOC_STUB + "\n<!-- finetune:start -->\nold text\n<!-- finetune:end -->\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_finetune.py"),
+            "--smoke",
+            "--out",
+            str(out),
+            "--docs",
+            str(docs),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(proc.stdout, "before") + _rows(proc.stdout, "default") + _rows(proc.stdout, "2×")
+    assert [r[1] for r in rows] == ["0", "4", "8"]  # iterations: the smoke budget, then 2x
+    assert all(0 <= _number(r[6]) <= 1 for r in rows)  # the bold mean Dice column
+    assert "within the 10-minute target" in proc.stdout and "2× iterations − default" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["meta"]["verified"] == [0, 5] and result["meta"]["mode"] == "semi"
+    assert [r["iterations"] for r in result["runs"]] == [4, 8]
+    for r in result["runs"]:
+        assert r["train_frames"] == 1 and r["val_frames"] == 1 and r["unlabelled_frames"] == 8
+        assert r["it_per_s"] > 0 and r["peak_rss_mb"] > 100 and r["wall_s"] >= r["train_s"] > 0
+        assert r["best_iteration"] == r["iterations"] and math.isfinite(r["best_val_dice"])
+        assert math.isfinite(r["mean_dice"]) and 0 <= r["mean_dice"] <= 1
+    assert math.isfinite(result["before"]["mean_dice"])
+    text = docs.read_text()
+    assert "old text" not in text and "| default (GUI) | 4 |" in text
+    assert "bench_finetune.py --smoke" in text and "old uncertainty text" in text
+    assert text.endswith("<!-- finetune:end -->\n")
+
+
+def test_speed_benchmark_checks_the_fast_sampler_against_the_naive_one(tmp_path):
+    out = tmp_path / "speed.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_inference.py"), "--sizes", "48", "--steps", "1", "3",
+         "--samples", "2", "--frames", "1", "--train-size", "48", "--train-iterations", "1",
+         "--no-docs", "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert [(r["steps"], r["samples"]) for r in result["speed"]] == [(1, 2), (3, 2)]
+    for row in result["speed"]:
+        # same noise, same network: the engine's folded loop and the naive one agree
+        assert row["labels_equal"] > 0.999 and row["max_prob_diff"] < 1e-3
+        assert row["peak_rss_mb"] > 50 and row["fps"] > 0
+    assert [r["mode"] for r in result["train"]] == ["semi", "supervised", "semi"]
+    assert len(_rows(proc.stdout, "48 |")) == 2
+
+
+def test_memory_benchmark_segments_a_uint16_cine_through_the_cli(tmp_path):
+    out = tmp_path / "memory.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_memory.py"), "--size", "64", "--frames", "5",
+         "--steps", "1", "--samples", "2", "--no-docs", "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=180,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["uncertainty_maps_written"] == 5
+    assert 50 < result["peak_rss_mb"] < 3000
+    assert "| 64² × 5, uint16 |" in proc.stdout
