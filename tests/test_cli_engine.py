@@ -161,3 +161,16 @@ def test_train_on_something_that_is_not_a_dataset_is_a_clear_error(tmp_path, cap
     assert main(["train", str(clip), "--out", str(tmp_path / "m.pt"), "--init", "none"]) == 2
     err = capsys.readouterr().err
     assert "clip.tif" in err and "not a DAVIS or MOSXAV dataset" in err
+
+
+def test_train_layout_options_reach_the_checkpoint(dataset, tmp_path, capsys):
+    path = tmp_path / "full_res.pt"
+    assert main(["train", str(dataset), "--out", str(path), "--init", "none", "--mode",
+                 "supervised", "--encoder-stride", "1", "--denoiser-stride", "2", *TRAIN]) == 0
+    config = load_checkpoint(path).model_config
+    assert (config["encoder_stride"], config["denoiser_stride"]) == (1, 2)
+    assert config["width"] == 16
+    bad = main(["train", str(dataset), "--out", str(tmp_path / "bad.pt"), "--init", "none",
+                "--encoder-stride", "4", "--denoiser-stride", "2", *TRAIN])
+    assert bad == 2 and "multiple of --encoder-stride 4" in capsys.readouterr().err
+    assert not (tmp_path / "bad.pt").exists()
