@@ -130,7 +130,8 @@ def speed_rows(model, ckpt, args, device) -> list[dict]:
         lo, hi = normalisation_range(frames[1:], ckpt.normalisation)
         for steps in args.steps:
             for samples in args.samples:
-                opts = SegmentOptions(steps=steps, samples=samples, batch_size=args.batch_size)
+                opts = SegmentOptions(steps=steps, samples=samples, batch_size=args.batch_size,
+                                      channels_last=args.channels_last, compile=args.compile)
                 common = {"normalisation": ckpt.normalisation, "timesteps": timesteps,
                           "options": opts}
                 segment(model, frames[:1], **common)  # warm-up
@@ -255,6 +256,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="timed training iterations per row (0: skip training)")
     parser.add_argument("--train-size", type=int, default=512, help="frame size for training")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="SegmentOptions.channels_last (the naive reference stays as is)")
+    parser.add_argument("--compile", action="store_true",
+                        help="SegmentOptions.compile (compiled in the warm-up, not timed)")
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/speed.json")
     args = parser.parse_args(argv)
@@ -266,6 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     device = next(model.parameters()).device
     batch = args.batch_size or default_batch_size(device)
     precision = "bf16 autocast" if device.type == "cuda" else "fp32"
+    precision += "".join(f", {flag}" for flag in ("channels_last", "compile")
+                         if getattr(args, flag))
     head = (f"device: {device_description(device)}; precision {precision}; torch "
             f"{torch.__version__}; model `{Path(path).name}` "
             f"({sum(p.numel() for p in model.parameters()):,} parameters, "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -42,6 +43,12 @@ class SegmentOptions:
     batch_size: int | None = None
     device: str = "auto"
     eta: float = 0.0
+    #: run the convolutions on channels-last tensors (moves the model's weights to that
+    #: layout); same results. On this project's CPU it did not help (see docs/benchmarks.md)
+    channels_last: bool = False
+    #: ``torch.compile`` the encoder and the denoiser (compiled once per model and kept; the
+    #: first batch pays the compilation, tens of seconds). Same results up to rounding.
+    compile: bool = False
 
 
 @dataclass
@@ -65,6 +72,31 @@ class Segmentation:
     frame_scores: np.ndarray
     timings: dict = field(default_factory=dict)
     device: str = "cpu"
+
+
+class _Prepared:
+    """The model as the sampling loop calls it, with the options' memory layout and
+    compilation applied: ``encode``, ``denoise_folded`` and the rest of DiffSegNet's sampling
+    interface."""
+
+    _compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __init__(self, model: DiffSegNet, options: SegmentOptions) -> None:
+        self.config = model.config
+        self.folded_label_shape = model.folded_label_shape
+        self.unfold = model.unfold
+        self.channels_last = options.channels_last
+        if options.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.encode, self.denoise_folded = model.encode, model.denoise_folded
+        if options.compile:
+            if model not in self._compiled:
+                self._compiled[model] = (torch.compile(model.encode),
+                                         torch.compile(model.denoise_folded))
+            self.encode, self.denoise_folded = self._compiled[model]
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
 def default_batch_size(device: torch.device | str) -> int:
@@ -104,7 +136,7 @@ CPU_CHUNK_PIXELS = 4 * 512 * 512
 
 
 def _sample_batch(
-    model: DiffSegNet,
+    model: DiffSegNet | _Prepared,
     batch: torch.Tensor,
     sampler: DDIMSampler,
     generator: torch.Generator,
@@ -124,6 +156,8 @@ def _sample_batch(
         if should_stop is not None and should_stop():
             raise Cancelled("segmentation cancelled")
 
+    if not isinstance(model, _Prepared):
+        model = _Prepared(model, SegmentOptions())
     device = batch.device
     c, k = model.config.num_classes, max(1, samples)
     x, (bh, bw) = pad_to_multiple(batch[:, None], model.config.multiple)
@@ -133,7 +167,7 @@ def _sample_batch(
     sum_p = torch.zeros((b, c, bh, bw), device=device)
     sum_h = torch.zeros((b, bh, bw), device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        features = model.encode(x)
+        features = model.encode(model.layout(x))
         s = model.config.denoiser_stride
         noise = torch.randn((rows, c * s * s, h // s, w // s), generator=generator, device=device)
         for start in range(0, rows, chunk):
@@ -168,6 +202,7 @@ def _stream(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {options.batch_size}")
     model.eval()
+    prepared = _Prepared(model, options)
     sampler = DDIMSampler(NoiseSchedule(timesteps), steps=options.steps, eta=options.eta)
     generator = torch.Generator(device=device).manual_seed(options.seed)
     for start in range(0, todo.size, batch_size):
@@ -176,7 +211,7 @@ def _stream(
         idx = todo[start : start + batch_size]
         batch = torch.from_numpy(np.ascontiguousarray(load(idx), dtype=np.float32))
         mean, entropy, mi = _sample_batch(
-            model, batch.to(device), sampler, generator, options.samples, should_stop
+            prepared, batch.to(device), sampler, generator, options.samples, should_stop
         )
         yield (idx, mean.to(torch.float16).cpu().numpy(), entropy.cpu().numpy(),
                mi.cpu().numpy(), _summaries(mean, entropy))

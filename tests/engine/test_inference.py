@@ -162,3 +162,24 @@ def test_streamed_labels_and_scores_match_the_numpy_definitions(model):
     np.testing.assert_allclose(chunk.frame_scores, frame_scores(probs, chunk.entropy), rtol=1e-3)
     np.testing.assert_allclose(chunk.class_scores, class_scores(probs, chunk.entropy),
                                rtol=1e-2, atol=1e-4)
+
+
+@pytest.mark.parametrize("flag", ["channels_last", "compile"])
+def test_channels_last_and_compile_give_the_same_segmentation(flag):
+    """The GPU speed options must not change the result (checked on the CPU: compile builds
+    with the C++ toolchain here, about 20 s)."""
+    if flag == "compile":
+        import shutil
+
+        if shutil.which("g++") is None and shutil.which("cc") is None:
+            pytest.skip("torch.compile needs a C++ compiler on the CPU")
+    torch.manual_seed(0)
+    net = DiffSegNet(ModelConfig(**{**TINY.to_dict(), "num_classes": 3})).eval()
+    frames = _frames(t=2)
+    base = SegmentOptions(steps=2, samples=2, seed=1)
+    ref = segment(net, frames, normalisation=NORM, timesteps=10, options=base)
+    fast = segment(net, frames, normalisation=NORM, timesteps=10,
+                   options=SegmentOptions(**{**base.__dict__, flag: True}))
+    np.testing.assert_allclose(fast.probabilities.astype(np.float32),
+                               ref.probabilities.astype(np.float32), atol=2e-3)
+    assert (fast.labels == ref.labels).mean() > 0.999
