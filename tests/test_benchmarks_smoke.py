@@ -35,10 +35,11 @@ Closing words.
 """
 
 
-def _run(script: str, tmp_path: Path, *args: str) -> str:
+def _bench(script: str, tmp_path: Path, *args: str) -> str:
+    """Run benchmarks/<script> with `args` on one thread in `tmp_path`; its stdout."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [sys.executable, str(BENCH / script), "--preset", "smoke", *args],
+        [sys.executable, str(BENCH / script), *args],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -47,6 +48,10 @@ def _run(script: str, tmp_path: Path, *args: str) -> str:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
+
+
+def _run(script: str, tmp_path: Path, *args: str) -> str:
+    return _bench(script, tmp_path, "--preset", "smoke", *args)
 
 
 def _rows(markdown: str, first_cell: str) -> list[list[str]]:
@@ -130,28 +135,12 @@ def test_finetune_benchmark_smoke(tmp_path):
     out = tmp_path / "finetune.json"
     docs = tmp_path / "benchmarks.md"
     docs.write_text(DOC_STUB + "\n<!-- finetune:start -->\nold text\n<!-- finetune:end -->\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH / "bench_finetune.py"),
-            "--smoke",
-            "--out",
-            str(out),
-            "--docs",
-            str(docs),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    rows = _rows(proc.stdout, "before") + _rows(proc.stdout, "default") + _rows(proc.stdout, "2×")
+    stdout = _bench("bench_finetune.py", tmp_path, "--smoke", "--out", str(out),
+                    "--docs", str(docs))
+    rows = _rows(stdout, "before") + _rows(stdout, "default") + _rows(stdout, "2×")
     assert [r[1] for r in rows] == ["0", "4", "8"]  # iterations: the smoke budget, then 2x
     assert all(0 <= _number(r[6]) <= 1 for r in rows)  # the bold mean Dice column
-    assert "within the 10-minute target" in proc.stdout and "2× iterations − default" in proc.stdout
+    assert "within the 10-minute target" in stdout and "2× iterations − default" in stdout
     result = json.loads(out.read_text())
     assert result["meta"]["verified"] == [0, 5] and result["meta"]["mode"] == "semi"
     assert [r["iterations"] for r in result["runs"]] == [4, 8]
@@ -169,14 +158,9 @@ def test_finetune_benchmark_smoke(tmp_path):
 
 def test_speed_benchmark_checks_the_fast_sampler_against_the_naive_one(tmp_path):
     out = tmp_path / "speed.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "bench_inference.py"), "--sizes", "48", "--steps", "1", "3",
-         "--samples", "2", "--frames", "1", "--train-size", "48", "--train-iterations", "1",
-         "--no-docs", "--out", str(out)],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    stdout = _bench("bench_inference.py", tmp_path, "--sizes", "48", "--steps", "1", "3",
+                    "--samples", "2", "--frames", "1", "--train-size", "48",
+                    "--train-iterations", "1", "--no-docs", "--out", str(out))
     result = json.loads(out.read_text())
     assert [(r["steps"], r["samples"]) for r in result["speed"]] == [(1, 2), (3, 2)]
     for row in result["speed"]:
@@ -184,19 +168,14 @@ def test_speed_benchmark_checks_the_fast_sampler_against_the_naive_one(tmp_path)
         assert row["labels_equal"] > 0.999 and row["max_prob_diff"] < 1e-3
         assert row["peak_rss_mb"] > 50 and row["fps"] > 0
     assert [r["mode"] for r in result["train"]] == ["semi", "supervised", "semi"]
-    assert len(_rows(proc.stdout, "48 |")) == 2
+    assert len(_rows(stdout, "48 |")) == 2
 
 
 def test_memory_benchmark_segments_a_uint16_cine_through_the_cli(tmp_path):
     out = tmp_path / "memory.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "bench_memory.py"), "--size", "64", "--frames", "5",
-         "--steps", "1", "--samples", "2", "--no-docs", "--out", str(out)],
-        capture_output=True, text=True, cwd=tmp_path, timeout=180,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    stdout = _bench("bench_memory.py", tmp_path, "--size", "64", "--frames", "5", "--steps",
+                    "1", "--samples", "2", "--no-docs", "--out", str(out))
     result = json.loads(out.read_text())
     assert result["uncertainty_maps_written"] == 5
     assert 50 < result["peak_rss_mb"] < 3000
-    assert "| 64² × 5, uint16 |" in proc.stdout
+    assert "| 64² × 5, uint16 |" in stdout
