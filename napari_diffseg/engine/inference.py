@@ -117,6 +117,11 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple
     return x, (h, w)
 
 
+def _entropy(probs: torch.Tensor, dim: int) -> torch.Tensor:
+    """Entropy in nats of the class probabilities along `dim`."""
+    return -(probs * probs.clamp_min(1e-8).log()).sum(dim=dim)
+
+
 def uncertainty_from_samples(
     samples: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -124,9 +129,8 @@ def uncertainty_from_samples(
     predictive entropy (B, H, W), mutual information (B, H, W)), entropies in nats.
     MI = H[mean] - mean H[sample]: zero where all samples agree, high where they disagree."""
     mean = samples.mean(dim=1)
-    entropy = -(mean * mean.clamp_min(1e-8).log()).sum(dim=1)
-    sample_entropy = -(samples * samples.clamp_min(1e-8).log()).sum(dim=2).mean(dim=1)
-    return mean, entropy, (entropy - sample_entropy).clamp_min(0)
+    entropy = _entropy(mean, dim=1)
+    return mean, entropy, (entropy - _entropy(samples, dim=2).mean(dim=1)).clamp_min(0)
 
 
 #: on a CPU the K samples of a frame run through the denoiser in chunks of at most this many
@@ -136,7 +140,7 @@ CPU_CHUNK_PIXELS = 4 * 512 * 512
 
 
 def _sample_batch(
-    model: DiffSegNet | _Prepared,
+    model: _Prepared,
     batch: torch.Tensor,
     sampler: DDIMSampler,
     generator: torch.Generator,
@@ -156,8 +160,6 @@ def _sample_batch(
         if should_stop is not None and should_stop():
             raise Cancelled("segmentation cancelled")
 
-    if not isinstance(model, _Prepared):
-        model = _Prepared(model, SegmentOptions())
     device = batch.device
     c, k = model.config.num_classes, max(1, samples)
     x, (bh, bw) = pad_to_multiple(batch[:, None], model.config.multiple)
@@ -168,17 +170,17 @@ def _sample_batch(
     sum_h = torch.zeros((b, bh, bw), device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         features = model.encode(model.layout(x))
-        s = model.config.denoiser_stride
-        noise = torch.randn((rows, c * s * s, h // s, w // s), generator=generator, device=device)
+        noise = torch.randn((rows, *model.folded_label_shape(features)[1:]),
+                            generator=generator, device=device)
         for start in range(0, rows, chunk):
             frame = torch.arange(start, min(start + chunk, rows), device=device) // k
             probs = sample_probabilities(model, features[frame], sampler, generator,
                                          on_step=check, noise=noise[start : start + chunk])
             probs = probs.float()[..., :bh, :bw]
             sum_p.index_add_(0, frame, probs)
-            sum_h.index_add_(0, frame, -(probs * probs.clamp_min(1e-8).log()).sum(dim=1))
+            sum_h.index_add_(0, frame, _entropy(probs, dim=1))
     mean = sum_p / k
-    entropy = -(mean * mean.clamp_min(1e-8).log()).sum(dim=1)
+    entropy = _entropy(mean, dim=1)
     return mean, entropy, (entropy - sum_h / k).clamp_min(0)
 
 
@@ -194,9 +196,9 @@ def _stream(
 ):
     """The sampling loop shared by every entry point: for each batch of the frame indices
     `todo`, `load(indices)` gives (B, H, W) float32 normalised frames; yields (indices,
-    mean probabilities (B, C, H, W) float16, entropy (B, H, W), mutual information (B, H, W),
-    (labels, frame scores, class scores)) as numpy arrays. One generator seeded by
-    `options.seed` serves the whole run."""
+    mean probabilities (B, C, H, W), entropy (B, H, W), mutual information (B, H, W)), the
+    maps as float32 tensors on the model's device. One generator seeded by `options.seed`
+    serves the whole run."""
     device = next(model.parameters()).device
     batch_size = options.batch_size or default_batch_size(device)
     if batch_size < 1:
@@ -210,29 +212,35 @@ def _stream(
             raise Cancelled("segmentation cancelled")
         idx = todo[start : start + batch_size]
         batch = torch.from_numpy(np.ascontiguousarray(load(idx), dtype=np.float32))
-        mean, entropy, mi = _sample_batch(
+        yield (idx, *_sample_batch(
             prepared, batch.to(device), sampler, generator, options.samples, should_stop
-        )
-        yield (idx, mean.to(torch.float16).cpu().numpy(), entropy.cpu().numpy(),
-               mi.cpu().numpy(), _summaries(mean, entropy))
+        ))
 
 
-def _summaries(mean: torch.Tensor, entropy: torch.Tensor) -> tuple[np.ndarray, ...]:
-    """(labels (B, H, W) uint8, frame scores (B,), class scores (B, C)) from the float32 mean
-    probabilities and entropy, as :func:`frame_scores` and :func:`class_scores` compute them
-    from the float16 arrays, but in torch (numpy emulates float16 arithmetic: 0.15 s per
-    1024 px frame)."""
-    labels = mean.argmax(dim=1).to(torch.uint8)
+def _as_numpy(mean: torch.Tensor, entropy: torch.Tensor, mi: torch.Tensor):
+    """The stored form of a batch's maps: probabilities float16, entropy and MI float32."""
+    return mean.to(torch.float16).cpu().numpy(), entropy.cpu().numpy(), mi.cpu().numpy()
+
+
+#: a class counts as plausible at a pixel from this probability on (:func:`class_scores`)
+PLAUSIBLE_CLASS = 0.1
+
+
+def _frame_scores(mean: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
+    """Torch form of :func:`frame_scores` (float32 in, so that numpy never does float16
+    arithmetic, which it emulates: 0.15 s per 1024 px frame)."""
     region = mean[:, 0] < 0.9
     count = region.sum(dim=(1, 2))
     inside = (entropy * region).sum(dim=(1, 2)) / count.clamp_min(1)
-    scores = torch.where(count > 0, inside, entropy.mean(dim=(1, 2)))
-    plausible = mean >= 0.1
-    per_class = (entropy[:, None] * plausible).sum(dim=(2, 3))
+    return torch.where(count > 0, inside, entropy.mean(dim=(1, 2)))
+
+
+def _class_scores(mean: torch.Tensor, entropy: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Torch form of :func:`class_scores`."""
+    plausible = mean >= threshold
+    sums = (entropy[:, None] * plausible).sum(dim=(2, 3))
     counts = plausible.sum(dim=(2, 3))
-    per_class = torch.where(counts > 0, per_class / counts.clamp_min(1), float("nan"))
-    return (labels.cpu().numpy(), scores.float().cpu().numpy(),
-            per_class.float().cpu().numpy())
+    return torch.where(counts > 0, sums / counts.clamp_min(1), float("nan"))
 
 
 def predict_normalised(
@@ -251,38 +259,31 @@ def predict_normalised(
     probs_out = np.empty((n, c, h, w), dtype=np.float16)
     ent_out = np.empty((n, h, w), dtype=np.float32)
     mi_out = np.empty((n, h, w), dtype=np.float32)
-    for idx, probs, entropy, mi, _ in _stream(
+    for idx, *maps in _stream(
         model, np.arange(n), lambda idx: images[idx], timesteps=timesteps,
         options=options or SegmentOptions(), should_stop=should_stop,
     ):
-        probs_out[idx], ent_out[idx], mi_out[idx] = probs, entropy, mi
+        probs_out[idx], ent_out[idx], mi_out[idx] = _as_numpy(*maps)
         if progress is not None:
             progress(int(idx[-1]) + 1, n)
     return probs_out, ent_out, mi_out
 
 
 def frame_scores(probabilities: np.ndarray, entropy: np.ndarray) -> np.ndarray:
-    """(T,) mean entropy over each frame's plausible foreground (background prob < 0.9)."""
-    region = probabilities[:, 0].astype(np.float32) < 0.9
-    scores = np.empty(entropy.shape[0], dtype=np.float32)
-    for i in range(entropy.shape[0]):
-        scores[i] = entropy[i][region[i]].mean() if region[i].any() else entropy[i].mean()
-    return scores
+    """(T,) mean entropy over each frame's plausible foreground (background prob < 0.9; the
+    whole frame if there is none)."""
+    return _frame_scores(torch.from_numpy(np.asarray(probabilities, dtype=np.float32)),
+                         torch.from_numpy(np.asarray(entropy, dtype=np.float32))).numpy()
 
 
-def class_scores(probabilities: np.ndarray, entropy: np.ndarray, threshold: float = 0.1
-                 ) -> np.ndarray:
+def class_scores(probabilities: np.ndarray, entropy: np.ndarray,
+                 threshold: float = PLAUSIBLE_CLASS) -> np.ndarray:
     """(T, C) per-class uncertainty: mean entropy over the pixels where the class is plausible
     (its probability >= `threshold`); NaN where a class is nowhere plausible in a frame.
     probabilities: (T, C, H, W); entropy: (T, H, W)."""
-    t, c = probabilities.shape[:2]
-    out = np.full((t, c), np.nan, dtype=np.float32)
-    for i in range(t):
-        for k in range(c):
-            region = probabilities[i, k] >= threshold
-            if region.any():
-                out[i, k] = entropy[i][region].mean()
-    return out
+    return _class_scores(torch.from_numpy(np.asarray(probabilities, dtype=np.float32)),
+                         torch.from_numpy(np.asarray(entropy, dtype=np.float32)),
+                         threshold).numpy()
 
 
 @dataclass
@@ -338,19 +339,20 @@ def iter_segment(
 
     t0 = time.perf_counter()
     done = 0
-    for idx, probs, entropy, mi, (labels, scores, per_class) in _stream(
+    for idx, mean, entropy, mi in _stream(
         model, todo, load, timesteps=timesteps, options=options or SegmentOptions(),
         should_stop=should_stop,
     ):
         done += idx.size
+        probs, entropy_np, mi_np = _as_numpy(mean, entropy, mi)
         yield SegmentChunk(
             indices=idx,
             probabilities=probs,
-            labels=labels,
-            entropy=entropy,
-            mutual_information=mi,
-            frame_scores=scores,
-            class_scores=per_class,
+            labels=mean.argmax(dim=1).to(torch.uint8).cpu().numpy(),
+            entropy=entropy_np,
+            mutual_information=mi_np,
+            frame_scores=_frame_scores(mean, entropy).cpu().numpy(),
+            class_scores=_class_scores(mean, entropy, PLAUSIBLE_CLASS).cpu().numpy(),
             done=done,
             total=int(todo.size),
             elapsed_s=time.perf_counter() - t0,

@@ -265,12 +265,6 @@ class DiffSegNet(nn.Module):
         denoiser stride. Compute it once per frame; repeat rows for several samples."""
         return self.denoiser.condition(self.encoder(image), image)
 
-    def label_shape(self, cond: torch.Tensor) -> tuple[int, int, int, int]:
-        """Shape (B, C, H, W) of the label maps that go with conditioning `cond`."""
-        b, _, h, w = cond.shape
-        s = self.config.denoiser_stride
-        return b, self.config.num_classes, h * s, w * s
-
     def folded_label_shape(self, cond: torch.Tensor) -> tuple[int, int, int, int]:
         """Shape (B, C s², H/s, W/s) of the folded label maps that go with `cond`."""
         b, _, h, w = cond.shape
