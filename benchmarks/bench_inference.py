@@ -176,14 +176,14 @@ def train_rows(ckpt_path, args, device) -> list[dict]:
     from napari_diffseg.engine.checkpoint import load_checkpoint
     from napari_diffseg.engine.training import Trainer
 
+    init = load_checkpoint(ckpt_path)
     seq = generate_sequence(SyntheticConfig(size=args.train_size, frames=20, seed=11))
-    frames = normalise_frames(seq.frames, ckpt_path_normalisation(ckpt_path))
+    frames = normalise_frames(seq.frames, init.normalisation)
     data = SparseDataset(classes=dict(DEFAULT_CLASSES), source="bench")
     data.images.extend(frames[::5])
     data.labels.extend(seq.labels[::5])
     data.unlabelled.extend(f for i, f in enumerate(frames) if i % 5)
     data.sequences.append("bench")
-    init = load_checkpoint(ckpt_path)
     rows = []
     for name, mode, batch, crop in (("dock fine-tune defaults", "semi", 4, 128),
                                     ("dock defaults, supervised", "supervised", 4, 128),
@@ -211,12 +211,6 @@ def train_rows(ckpt_path, args, device) -> list[dict]:
         print(f"| {name} | {mode} | {batch} + {batch if mode == 'semi' else 0} × {crop} px | "
               f"{row['it_per_s']:.2f} | {rss.peak:.0f} |", flush=True)
     return rows
-
-
-def ckpt_path_normalisation(path) -> dict:
-    from napari_diffseg.engine.checkpoint import load_checkpoint
-
-    return dict(load_checkpoint(path).normalisation)
 
 
 def format_row(r: dict) -> str:
