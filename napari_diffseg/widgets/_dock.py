@@ -35,6 +35,7 @@ from . import _jobs
 from ._finetune_panel import FinetunePanel
 from ._review import ReviewPanel
 from ._session import OWNER_KEY, AnnotationSession
+from ._signals import on_click
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class DiffSegWidget(QWidget):
         self.video_combo.currentIndexChanged.connect(self._video_chosen)
         open_button = QPushButton("Open…")
         open_button.setToolTip("open a video, DICOM cine, TIFF stack or frame folder")
-        open_button.clicked.connect(self._open_dialog)
+        on_click(open_button, self._open_dialog)
         row.addWidget(self.video_combo, 1)
         row.addWidget(open_button)
         top.addRow("Video", row)
@@ -126,16 +127,16 @@ class DiffSegWidget(QWidget):
         self.tabs.addTab(self._build_segment_tab(), "Segment")
         self.review = ReviewPanel()
         self.review.frame_clicked.connect(self.go_to_frame)
-        self.review.next_button.clicked.connect(self.next_uncertain)
-        self.review.verify_button.clicked.connect(self.toggle_verified)
+        on_click(self.review.next_button, self.next_uncertain)
+        on_click(self.review.verify_button, self.toggle_verified)
         self.review.show_uncertainty.toggled.connect(self._toggle_uncertainty)
         self.review.contours.toggled.connect(self._toggle_contours)
         self.tabs.addTab(self.review, "Review")
         self.finetune = FinetunePanel()
-        self.finetune.start_button.clicked.connect(self.start_finetune)
+        on_click(self.finetune.start_button, self.start_finetune)
         self.finetune.pause_button.toggled.connect(self._pause_finetune)
-        self.finetune.stop_button.clicked.connect(self.stop_finetune)
-        self.finetune.resegment_button.clicked.connect(self.resegment_with_new_model)
+        on_click(self.finetune.stop_button, self.stop_finetune)
+        on_click(self.finetune.resegment_button, self.resegment_with_new_model)
         self.tabs.addTab(self.finetune, "Fine-tune")
         self.tabs.addTab(self._build_export_tab(), "Export")
         layout.addWidget(self.tabs)
@@ -149,7 +150,7 @@ class DiffSegWidget(QWidget):
         self.model_edit.setToolTip("checkpoint file (.pt); empty: the bundled default model")
         browse = QPushButton("…")
         browse.setMaximumWidth(30)
-        browse.clicked.connect(self._browse_model)
+        on_click(browse, self._browse_model)
         model_row.addWidget(self.model_edit)
         model_row.addWidget(browse)
         form.addRow("Model", model_row)
@@ -174,10 +175,10 @@ class DiffSegWidget(QWidget):
         form.addRow("Frames", self.range_combo)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Segment")
-        self.run_button.clicked.connect(lambda: self.start_segmentation())
+        on_click(self.run_button, self.start_segmentation)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel_segmentation)
+        on_click(self.cancel_button, self.cancel_segmentation)
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
         form.addRow(buttons)
@@ -199,7 +200,7 @@ class DiffSegWidget(QWidget):
                            ("MOSXAV folder…", self._export_mosxav_dialog),
                            ("Multi-page TIFF…", self._export_tiff_dialog)):
             button = QPushButton(f"Export {text}")
-            button.clicked.connect(slot)
+            on_click(button, slot)
             layout.addWidget(button)
         layout.addStretch(1)
         return tab

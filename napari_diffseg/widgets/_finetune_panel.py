@@ -22,6 +22,7 @@ from napari_diffseg.engine.finetune import FINETUNE_DEFAULTS as GUI_TRAIN_DEFAUL
 from napari_diffseg.engine.finetune import FINETUNE_VAL_FRACTION
 
 from ._plot import CurvePlot
+from ._signals import on_click
 
 
 class FinetunePanel(QWidget):
@@ -50,7 +51,7 @@ class FinetunePanel(QWidget):
         self.output.setToolTip("the new checkpoint is written here")
         browse = QPushButton("…")
         browse.setMaximumWidth(30)
-        browse.clicked.connect(self._browse_output)
+        on_click(browse, self._browse_output)
         row = QHBoxLayout()
         row.addWidget(self.output)
         row.addWidget(browse)
@@ -61,9 +62,9 @@ class FinetunePanel(QWidget):
         self.extra.setToolTip("other videos whose frames are used as unlabelled data")
         extra_row = QHBoxLayout()
         add = QPushButton("Add unlabelled videos…")
-        add.clicked.connect(self._add_extra)
+        on_click(add, self._add_extra)
         clear = QPushButton("Clear")
-        clear.clicked.connect(self.extra.clear)
+        on_click(clear, self.extra.clear)
         extra_row.addWidget(add)
         extra_row.addWidget(clear)
         layout.addWidget(self.extra)

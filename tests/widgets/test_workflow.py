@@ -238,3 +238,61 @@ def test_an_undo_before_closing_is_saved_too(
     viewer2 = make_napari_viewer()
     _dock(viewer2, path)
     np.testing.assert_array_equal(labels_of(viewer2, "run1").data[6], before)
+
+
+def test_the_real_buttons_act_on_the_frame_on_screen(
+    make_napari_viewer, qtbot, video_file, tiny_checkpoint
+):
+    """Pressed with the mouse, not called: Qt's clicked(bool) once verified frame 0."""
+    from qtpy.QtCore import Qt
+
+    path, _, _ = video_file
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, path, tiny_checkpoint)
+    qtbot.mouseClick(dock.run_button, Qt.LeftButton)
+    assert dock.segment_worker is not None
+    qtbot.waitUntil(lambda: dock.segment_worker is None, timeout=WAIT_MS)
+    assert len(dock.session.state.segmented) == 8
+    dock.tabs.setCurrentWidget(dock.review)
+    verify = dock.review.verify_button
+    dock.go_to_frame(0)
+    qtbot.mouseClick(verify, Qt.LeftButton)
+    assert dock.session.state.verified == [0]
+    dock.go_to_frame(3)
+    qtbot.mouseClick(verify, Qt.LeftButton)  # verifies 3, leaves 0 as it was
+    assert dock.session.state.verified == [0, 3]
+    dock.go_to_frame(5)
+    qtbot.mouseClick(verify, Qt.LeftButton)
+    qtbot.mouseClick(verify, Qt.LeftButton)  # pressed twice: 5 verified, then not
+    assert dock.session.state.verified == [0, 3]
+    assert dict(dock.review.rows())[3] == "verified"
+    # Next uncertain goes to the top unverified frame, not to frame 0 or 1
+    expected = dock.session.next_uncertain(after=dock.current_frame())
+    qtbot.mouseClick(dock.review.next_button, Qt.LeftButton)
+    assert dock.current_frame() == expected
+    # Segment + Cancel by mouse; a cancelled run leaves the verified frames verified
+    dock.steps_spin.setValue(10)
+    dock.samples_spin.setValue(16)
+    qtbot.mouseClick(dock.run_button, Qt.LeftButton)
+    assert dock.cancel_button.isEnabled()
+    qtbot.mouseClick(dock.cancel_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.segment_worker is None, timeout=10_000)
+    assert dock.run_button.isEnabled()
+    assert dock.session.state.verified == [0, 3]
+
+
+def test_every_push_button_is_connected_without_its_checked_flag():
+    """Audit: no push button of the dock is wired to a slot that could take Qt's flag."""
+    import ast
+    from pathlib import Path
+
+    import napari_diffseg.widgets as widgets
+
+    for source in Path(widgets.__file__).parent.glob("*.py"):
+        tree = ast.parse(source.read_text())
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr == "connect"
+                    and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "clicked"):
+                assert source.name == "_signals.py", (
+                    f"{source.name}:{node.lineno} connects clicked directly; use on_click")
