@@ -3,6 +3,12 @@
 
     python scripts/train_default_model.py            # CPU budget (this project's 2-core machine)
     python scripts/train_default_model.py --gpu      # larger budget, for a CUDA machine
+    python scripts/train_default_model.py --resume   # continue an interrupted run from its
+                                                     # last resumable state (--state PATH)
+
+A long CPU training can be run in steps: the run writes a resumable state (weights, optimiser,
+EMA teacher, prototypes, iteration) every --checkpoint-every iterations, and --resume continues
+from it with the same budget; --stop-after N ends this step after N more iterations.
 
 Writes napari_diffseg/models/default.pt (weights + everything needed to use them, no optimiser
 state) and docs/model_figures.json (the figures quoted in docs/model.md). Deterministic for a
@@ -28,7 +34,14 @@ from napari_diffseg.data.sequences import (
     SparseDataset,
     normalise_frames,
 )
-from napari_diffseg.engine import SegmentOptions, TrainOptions, save_checkpoint, segment, train
+from napari_diffseg.engine import (
+    SegmentOptions,
+    TrainOptions,
+    load_checkpoint,
+    save_checkpoint,
+    segment,
+    train,
+)
 from napari_diffseg.engine.device import device_description, resolve_device
 from napari_diffseg.engine.metrics import evaluate_frames
 from napari_diffseg.model import ModelConfig
@@ -51,22 +64,27 @@ class Budget:
     encoder_stride: int = 2
     denoiser_stride: int = 4
     detail_width: int = 0
+    # the recipe for thin, rare classes (engine.TrainOptions)
+    foreground_crops: float = 0.5
+    class_weight_power: float = 0.5
+    augment_labelled: bool = True
+    difficulty: tuple[float, float] = (0.2, 0.8)
 
 
-CPU = Budget(60, 40, (256, 320, 384, 448, 512), 2500, 8, 96, 24, 32, 3)
-GPU = Budget(150, 40, (256, 320, 384, 448, 512), 20000, 16, 192, 32, 64, 4)
+CPU = Budget(120, 16, (256, 320, 384, 448, 512, 640, 768), 6000, 8, 128, 24, 32, 3)
+GPU = Budget(300, 24, (256, 320, 384, 448, 512, 640, 768, 1024), 20000, 16, 192, 32, 64, 4)
 HELD_OUT = {"sequences": 4, "frames": 20, "size": 512, "difficulty": 0.5, "seed0": 100_000}
 
 
 def training_data(budget: Budget, seed: int) -> SparseDataset:
     """Generated sequences, every frame labelled (the generator's ground truth), sizes mixed so
-    that vessel calibres cover what 256-512 px videos show, difficulty 0.2-0.8."""
+    that vessel calibres cover what 256-1024 px videos show, difficulty in budget.difficulty."""
     rng = np.random.default_rng(seed)
     data = SparseDataset(classes=dict(DEFAULT_CLASSES), source="synthetic generator")
     for i in range(budget.train_sequences):
         cfg = SyntheticConfig(
             size=budget.sizes[i % len(budget.sizes)], frames=budget.frames, seed=seed + i,
-            difficulty=float(rng.uniform(0.2, 0.8)),
+            difficulty=float(rng.uniform(*budget.difficulty)),
         )
         seq = generate_sequence(cfg, name=f"train{i:03d}")
         frames = normalise_frames(seq.frames, DEFAULT_NORMALISATION)
@@ -109,9 +127,21 @@ def main() -> None:
     parser.add_argument("--gpu", action="store_true", help="use the larger GPU budget")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, help="override the budget's iterations")
+    parser.add_argument("--sequences", type=int, help="override the budget's training sequences")
+    parser.add_argument("--no-recipe", action="store_true",
+                        help="ablation: uniform crops, unweighted CE, no photometric "
+                        "augmentation of labelled crops (the 0.2 recipe)")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "napari_diffseg" / "models" / "default.pt")
     parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "model_figures.json")
+    parser.add_argument("--state", type=Path,
+                        default=ROOT / "benchmarks" / "results" / "models" / "default_state.pt",
+                        help="resumable training state, written every --checkpoint-every")
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--resume", action="store_true", help="continue from --state")
+    parser.add_argument("--stop-after", type=int, default=0,
+                        help="end this step after N more iterations (0: run to the end); "
+                        "the state is saved, continue with --resume")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -119,12 +149,30 @@ def main() -> None:
     budget = GPU if args.gpu else CPU
     if args.iterations:
         budget = Budget(**{**asdict(budget), "iterations": args.iterations})
+    if args.sequences:
+        budget = Budget(**{**asdict(budget), "train_sequences": args.sequences})
+    if args.no_recipe:
+        budget = Budget(**{**asdict(budget), "foreground_crops": 0.0,
+                           "class_weight_power": 0.0, "augment_labelled": False})
     device = resolve_device("cuda" if args.gpu else "cpu")
     data = training_data(budget, seed=args.seed)
     options = TrainOptions(
         mode="supervised", iterations=budget.iterations, batch_size=budget.batch_size,
         crop_size=budget.crop_size, seed=args.seed, device=str(device), val_every=0,
+        foreground_crops=budget.foreground_crops,
+        class_weight_power=budget.class_weight_power,
+        augment_labelled=budget.augment_labelled,
     )
+    resume = None
+    if args.resume:
+        if not args.state.is_file():
+            raise SystemExit(f"--resume: no training state at {args.state}")
+        resume = load_checkpoint(args.state)
+        logger.info("resuming from %s at iteration %d", args.state,
+                    resume.training_state["iteration"])
+    start = resume.training_state["iteration"] if resume is not None else 0
+    previous_seconds = float((resume.metrics or {}).get("train_seconds_total", 0.0)) \
+        if resume is not None else 0.0
     config = ModelConfig(num_classes=len(DEFAULT_CLASSES), width=budget.width, depth=3,
                          label_width=budget.label_width, label_blocks=budget.label_blocks,
                          encoder_stride=budget.encoder_stride,
@@ -137,15 +185,38 @@ def main() -> None:
                         p.losses["total"], p.elapsed_s)
 
     t0 = time.perf_counter()
-    result = train(data, options, model_config=config, callback=report)
-    train_seconds = time.perf_counter() - t0
+
+    def save_state(ckpt) -> None:
+        ckpt.metrics["train_seconds_total"] = previous_seconds + time.perf_counter() - t0
+        save_checkpoint(args.state, ckpt)
+
+    def stop_now() -> bool:
+        return bool(args.stop_after) and (time_iteration["n"] - start) >= args.stop_after
+
+    time_iteration = {"n": start}
+
+    def on_progress(p) -> None:
+        time_iteration["n"] = p.iteration
+        report(p)
+
+    args.state.parent.mkdir(parents=True, exist_ok=True)
+    result = train(data, options, model_config=config, resume=resume, callback=on_progress,
+                   should_stop=stop_now, checkpoint_every=args.checkpoint_every,
+                   on_checkpoint=save_state)
+    train_seconds = previous_seconds + time.perf_counter() - t0
     ckpt = result.checkpoint
+    if result.checkpoint.metrics.get("iterations", 0) < budget.iterations:
+        save_state(ckpt)
+        logger.info("stopped at iteration %d of %d; state in %s, continue with --resume",
+                    ckpt.metrics["iterations"], budget.iterations, args.state)
+        return
     ckpt.training_state = None  # ship weights only
     figures = held_out_evaluation(result.model.to(device), ckpt, device)
     figures.update({
         "budget": asdict(budget),
         "train_seconds": train_seconds,
         "train_device": device_description(device),
+        "resumed": resume is not None,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "parameters": sum(p.numel() for p in result.model.parameters()),
         "final_loss": ckpt.metrics.get("final_loss"),

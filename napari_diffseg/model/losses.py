@@ -23,12 +23,18 @@ def ce_dice_loss(
     target: torch.Tensor,
     weight: torch.Tensor | None = None,
     dice_weight: float = 1.0,
+    class_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy + soft Dice (foreground classes) between logits (B, C, H, W) and target
-    ids (B, H, W); optional per-pixel weight (B, H, W) in [0, 1] (0 = ignore the pixel)."""
+    ids (B, H, W); optional per-pixel weight (B, H, W) in [0, 1] (0 = ignore the pixel) and
+    per-class cross-entropy weight (C,) (thin, rare classes count more). The cross-entropy is
+    averaged over the pixel weights, not the class weights, so class weights lift rare classes
+    without changing the loss's scale on background-only crops."""
     c = logits.shape[1]
     logits = logits.float()
     ce = F.cross_entropy(logits, target.long(), reduction="none")
+    if class_weight is not None:
+        ce = ce * class_weight.to(ce.device, ce.dtype)[target.long()]
     if weight is None:
         weight = torch.ones_like(ce)
     denom = weight.sum().clamp(min=1.0)
