@@ -8,11 +8,20 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from napari_diffseg._cli_progress import progress_bar, status
+
 logger = logging.getLogger("napari_diffseg")
+
+
+def _add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="no progress and no status lines on stderr (errors and the "
+                        "results on stdout stay)")
 
 
 def add_engine_parsers(sub, positive_int) -> None:
@@ -38,10 +47,12 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--split", help="MOSXAV ImageSets split of DATA to train on (e.g. train)")
     p.add_argument("--val-split", help="MOSXAV split of --val (e.g. val)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=positive_int, default=8,
-                   help="crops per iteration; under torchrun the global batch, split over "
-                   "the processes (a multiple of their number)")
-    p.add_argument("--crop-size", type=positive_int, default=256)
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="crops per iteration (default: 4 on a CPU, 8 on a GPU); under "
+                   "torchrun the global batch, split over the processes (a multiple of "
+                   "their number)")
+    p.add_argument("--crop-size", type=positive_int, default=None,
+                   help="crop size in pixels (default: 128 on a CPU, 256 on a GPU)")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--width", type=positive_int, default=32, help="new model: encoder width")
     p.add_argument("--encoder-stride", type=positive_int, default=2, choices=[1, 2, 4],
@@ -54,6 +65,7 @@ def add_engine_parsers(sub, positive_int) -> None:
                    help="torch.compile the network (CUDA only; slower start, faster steps)")
     p.add_argument("--save-every", type=int, default=500,
                    help="also save a resumable checkpoint every N iterations (0: only at end)")
+    _add_quiet(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("segment", help="segment a video: labels, uncertainty, summary.json")
@@ -71,6 +83,7 @@ def add_engine_parsers(sub, positive_int) -> None:
                    "and OUT/labels.json, in the source's mask encoding (see --encoding)")
     p.add_argument("--encoding", choices=["rgb", "index"],
                    help="--mosxav: mask encoding (default: the source's, else index)")
+    _add_quiet(p)
     p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser("evaluate", help="Dice, IoU, HD95 of a model on annotated frames")
@@ -82,14 +95,53 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help=device_help)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_quiet(p)
     p.set_defaults(func=cmd_evaluate)
 
 
-def _progress_bar(total: int, desc: str):
-    from tqdm import tqdm
+@dataclass(frozen=True)
+class TrainSizes:
+    """Crops per iteration and crop size of a `train` run, and the line that says why."""
 
-    return tqdm(total=total, desc=desc, unit="it", file=sys.stderr, dynamic_ncols=True,
-                disable=None)
+    batch_size: int
+    crop_size: int
+    line: str
+
+
+def choose_train_sizes(device, batch_size: int | None, crop_size: int | None,
+                       world: int = 1) -> TrainSizes:
+    """Fill the sizes the user left out (None) with the defaults of the device's kind.
+
+    On a GPU (or MPS) the method's defaults (:class:`TrainOptions`: 8 crops of 256 px); on a
+    CPU the dock's fine-tuning sizes (4 crops of 128 px), which ran 2.7 it/s semi-supervised on
+    a 2-core CPU where the GPU sizes ran 0.32 it/s (docs/benchmarks.md). A default batch is
+    rounded up to a multiple of the `world` processes of a torchrun job.
+    """
+    from napari_diffseg.engine import TrainOptions
+    from napari_diffseg.engine.device import device_description
+    from napari_diffseg.engine.finetune import FINETUNE_DEFAULTS
+
+    on_cpu = device.type == "cpu"
+    kind = "CPU" if on_cpu else "GPU"
+    if on_cpu:
+        defaults = (FINETUNE_DEFAULTS["batch_size"], FINETUNE_DEFAULTS["crop_size"])
+    else:
+        defaults = (TrainOptions.batch_size, TrainOptions.crop_size)
+    left_out = [flag for flag, value in (("--batch-size", batch_size), ("--crop-size", crop_size))
+                if value is None]
+    if batch_size is None:
+        batch_size = -(-defaults[0] // world) * world
+    if crop_size is None:
+        crop_size = defaults[1]
+    if len(left_out) == 2:
+        why = f"{kind} defaults, override with --batch-size/--crop-size"
+    elif left_out:
+        why = f"{left_out[0]} is the {kind} default"
+    else:
+        why = "as given"
+    where = device_description(device) + (f" x {world} processes" if world > 1 else "")
+    return TrainSizes(batch_size, crop_size,
+                      f"{where}: batch {batch_size}, crops {crop_size} px; {why}")
 
 
 def _model_path(path: Path | None) -> Path:
@@ -101,14 +153,21 @@ def _model_path(path: Path | None) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from napari_diffseg.data.sequences import load_dataset
     from napari_diffseg.engine import TrainOptions, load_checkpoint, save_checkpoint, train
-    from napari_diffseg.engine.distributed import env_rank, env_world_size
+    from napari_diffseg.engine.distributed import env_rank, env_world_size, rank_device
     from napari_diffseg.model import ModelConfig
     from napari_diffseg.models import DEFAULT_MODEL
 
     # under torchrun every rank runs this; rank 0 alone talks and writes
     world, main_rank = env_world_size(), env_rank() == 0
-    if args.batch_size % world:
-        print(f"napari-diffseg train: error: --batch-size {args.batch_size} is not divisible "
+    quiet = args.quiet or not main_rank
+    try:
+        device = rank_device(args.device)
+    except ValueError as exc:
+        print(f"napari-diffseg train: error: {exc}", file=sys.stderr)
+        return 2
+    sizes = choose_train_sizes(device, args.batch_size, args.crop_size, world)
+    if sizes.batch_size % world:
+        print(f"napari-diffseg train: error: --batch-size {sizes.batch_size} is not divisible "
               f"by the {world} processes of the run: use a multiple of {world}",
               file=sys.stderr)
         return 2
@@ -120,11 +179,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         logger.setLevel(logging.ERROR)
 
     def say(message: str) -> None:
-        if main_rank:
-            print(message, file=sys.stderr)
+        status(message, quiet=quiet)
 
-    data = load_dataset(args.data, split=args.split)
-    val = load_dataset(args.val, split=args.val_split) if args.val else None
+    say(sizes.line)
+    say(f"reading {args.data} ...")
+    data = load_dataset(args.data, split=args.split)  # logs what it found
+    val = None
+    if args.val:
+        say(f"reading the validation data {args.val} ...")
+        val = load_dataset(args.val, split=args.val_split)
     init = resume = None
     if args.resume:
         resume = load_checkpoint(args.resume)
@@ -139,8 +202,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             say(f"the data's classes {data.classes} differ from the bundled model's "
                 f"{candidate.classes}: training a new model")
     options = TrainOptions(
-        mode=args.mode, iterations=args.iterations, batch_size=args.batch_size,
-        crop_size=args.crop_size, lr=args.lr, seed=args.seed, device=args.device,
+        mode=args.mode, iterations=args.iterations, batch_size=sizes.batch_size,
+        crop_size=sizes.crop_size, lr=args.lr, seed=args.seed, device=args.device,
         compile=args.compile, val_every=max(args.iterations // 10, 1) if val else 0,
     )
     stop = {"requested": False}
@@ -150,20 +213,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         if stop["requested"]:
             raise KeyboardInterrupt
         stop["requested"] = True
-        say("\nstopping after this iteration (Ctrl-C again to abort)")
+        if main_rank:  # even with --quiet: the user pressed a key and waits for an answer
+            print("\nstopping after this iteration (Ctrl-C again to abort)", file=sys.stderr)
 
     previous = signal.signal(signal.SIGINT, _interrupt)
-    bar = _progress_bar(args.iterations, "train") if main_rank else None
+    start = int(resume.metrics.get("iterations", 0)) if resume is not None else 0
+    say(f"building the model on {device} and starting {args.mode} training "
+        f"({args.iterations} iterations) ...")
+    bar = progress_bar(args.iterations, "train", quiet=quiet, initial=start)
 
     def callback(p) -> None:
-        if bar is None:
-            return
-        bar.n = p.iteration
         post = {"loss": f"{p.losses['total']:.3f}"}
         if p.val_dice is not None:
             post["val_dice"] = f"{p.val_dice:.3f}"
         bar.set_postfix(post, refresh=False)
-        bar.refresh()
+        bar.update(p.iteration - bar.n)
 
     try:
         result = train(data, options, model_config=ModelConfig(
@@ -175,8 +239,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                        checkpoint_every=args.save_every,
                        on_checkpoint=lambda ckpt: save_checkpoint(args.out, ckpt))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         signal.signal(signal.SIGINT, previous)
     if not main_rank:
         return 0
@@ -196,16 +259,21 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from napari_diffseg.io import read, write_annotations, write_float_maps, write_mosxav
 
     model_path = _model_path(args.model)
+    status(f"loading the model {model_path} ...", quiet=args.quiet)
     model, ckpt = load_for_inference(model_path, args.device)
+    device = device_description(next(model.parameters()).device)
+    status(f"reading {args.input} ...", quiet=args.quiet)
     video = read(args.input)
     frames = video.frames
     names = video.meta.frame_names
     n = frames.shape[0]
+    status(f"segmenting {n} frames of {frames.shape[2]}x{frames.shape[1]} px on {device} "
+           f"({args.steps} steps x {args.samples} samples) ...", quiet=args.quiet)
     # results stream to disk batch by batch: only the labels (uint8) and the frame scores are
     # kept for the whole video, so a long 1024 px cine never holds its float maps at once
     labels = np.zeros(frames.shape[:3], dtype=np.uint8)
     scores = np.zeros(n, dtype=np.float32)
-    bar = _progress_bar(n, "segment")
+    bar = progress_bar(n, "segment", unit="frame", quiet=args.quiet)
     t0 = time.perf_counter()
     try:
         for chunk in iter_segment(
@@ -218,8 +286,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             scores[chunk.indices] = chunk.frame_scores
             write_float_maps(args.out / "uncertainty", chunk.entropy,
                              frame_names=[names[i] for i in chunk.indices])
-            bar.n = chunk.done
-            bar.refresh()
+            bar.update(chunk.done - bar.n)
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -232,7 +299,6 @@ def cmd_segment(args: argparse.Namespace) -> int:
     else:
         write_annotations(args.out / "labels", labels, frame_names=names)
     order = sorted(range(len(names)), key=lambda i: -float(scores[i]))
-    device = device_description(next(model.parameters()).device)
     summary = {
         "input": str(args.input),
         "model": str(model_path),
@@ -258,19 +324,24 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_diffseg.engine import SegmentOptions
+    from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.evaluation import evaluate_videos
     from napari_diffseg.engine.inference import load_for_inference
     from napari_diffseg.io import read_sequences
 
     model_path = _model_path(args.model)
+    status(f"loading the model {model_path} ...", quiet=args.quiet)
     model, ckpt = load_for_inference(model_path, args.device)
+    status(f"reading {args.data} ...", quiet=args.quiet)
     videos = read_sequences(args.data, split=args.split)
     total = sum(len(v.labelled) for v in videos)
-    bar = _progress_bar(total, "evaluate")
+    status(f"segmenting the {total} annotated frames of {len(videos)} sequence(s) on "
+           f"{device_description(next(model.parameters()).device)} ({args.steps} steps x "
+           f"{args.samples} samples) ...", quiet=args.quiet)
+    bar = progress_bar(total, "evaluate", unit="frame", quiet=args.quiet)
 
     def progress(done: int, _total: int) -> None:
-        bar.n = done
-        bar.refresh()
+        bar.update(done - bar.n)
 
     try:
         report = evaluate_videos(model, ckpt, videos,

@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
+    # --quiet (train, segment, evaluate) keeps the warnings and errors of the library's log
+    logger.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.NOTSET)
     from napari_diffseg.engine.checkpoint import CheckpointError
     from napari_diffseg.io import ReadError, WriteError
 

@@ -18,7 +18,10 @@ def evaluate_videos(
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationReport:
     """Segment the annotated frames of each :class:`napari_diffseg.io.Video` and compare them
-    with the annotations (frames of every size; classes from the checkpoint and the data)."""
+    with the annotations (frames of every size; classes from the checkpoint and the data).
+
+    `progress(done, total)` is called after every batch of frames, counting annotated frames
+    over all the videos."""
     preds, targets = [], []
     classes: dict[int, str] = {int(k): v for k, v in checkpoint.classes.items()}
     done, total = 0, sum(len(v.labelled) for v in videos)
@@ -26,15 +29,19 @@ def evaluate_videos(
         if video.labels is None or not video.labelled:
             continue
         idx = list(video.labelled)
+
+        def batch_progress(batch_done: int, _n: int, before: int = done) -> None:
+            if progress is not None:  # frames done over all the videos, after each batch
+                progress(before + batch_done, total)
+
         seg = segment(model, video.frames[idx], normalisation=checkpoint.normalisation,
-                      timesteps=int(checkpoint.schedule["timesteps"]), options=options)
+                      timesteps=int(checkpoint.schedule["timesteps"]), options=options,
+                      progress=batch_progress)
         for k, v in (video.classes or {}).items():
             classes.setdefault(int(k), v)
         preds.extend(seg.labels)
         targets.extend(np.asarray(video.labels[i]) for i in idx)
         done += len(idx)
-        if progress is not None:
-            progress(done, total)
     if not preds:
         raise ValueError("no annotated frames to evaluate on")
     shapes = {p.shape for p in preds}
