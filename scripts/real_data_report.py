@@ -1,0 +1,140 @@
+#!/usr/bin/env python
+"""Pictures and label shares of a model on the real angiograms beside the project.
+
+    python scripts/real_data_report.py --tag bundled
+    python scripts/real_data_report.py --tag adapted --model-for proj1=path/to/adapted.pt ...
+
+For every input in ``../shared/realdata`` (the clinical JPEG cines and the compressed XA
+DICOMs; see its README) it segments a few chosen frames and writes, per frame, one PNG of
+three panels -- the frame, the labels over it in the class colours, the per-pixel uncertainty
+(predictive entropy, 0 .. ln C) -- to ``docs/images/real/<input>-f<frame>-<tag>.png``, and the
+share of the frame labelled per class to ``docs/real_data_<tag>.json``. There is no ground
+truth for these files: the pictures are for looking, the shares for comparing runs.
+
+The real files are only read, never copied into the project or used to train the bundled
+model (``--model-for`` takes models adapted to one video at run time, the plugin's feature).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from napari_diffseg.engine import SegmentOptions
+from napari_diffseg.engine.inference import iter_segment, load_for_inference
+from napari_diffseg.io import read
+from napari_diffseg.models import default_model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL = ROOT.parent / "shared" / "realdata"
+#: input name -> (path below REAL, frames shown: those at full opacification where possible)
+INPUTS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "proj0": ("video/vukicevic_clinical_sample2_proj0", (12, 24)),
+    "proj1": ("video/vukicevic_clinical_sample2_proj1", (10, 30)),
+    "sample1": ("video/vukicevic_clinical_sample1", (0, 1)),
+    "phantom_IM7": ("dicom/vukicevic_phantom_XA_IM7.dcm", (4,)),
+    "phantom_IM8": ("dicom/vukicevic_phantom_XA_IM8.dcm", (4,)),
+}
+COLOURS = {"vessel": (255, 60, 60), "catheter": (60, 220, 60), "guidewire": (255, 215, 0)}
+
+
+def to_uint8(frame: np.ndarray) -> np.ndarray:
+    f = frame.astype(np.float32)
+    lo, hi = np.percentile(f, [0.5, 99.5])
+    return (np.clip((f - lo) / max(hi - lo, 1e-6), 0, 1) * 255).astype(np.uint8)
+
+
+def overlay(gray: np.ndarray, labels: np.ndarray, classes: dict[int, str]) -> np.ndarray:
+    rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
+    for k, name in classes.items():
+        if k == 0:
+            continue
+        colour = np.array(COLOURS.get(name, (255, 0, 255)), np.float32)
+        m = labels == k
+        rgb[m] = 0.35 * rgb[m] + 0.65 * colour
+    return rgb.astype(np.uint8)
+
+
+def heat(entropy: np.ndarray, num_classes: int) -> np.ndarray:
+    """Entropy on the fixed range 0 .. ln C, dark blue -> cyan -> white."""
+    x = np.clip(entropy / math.log(num_classes), 0, 1)
+    r = np.clip(2 * x - 1, 0, 1)
+    g = np.clip(1.5 * x, 0, 1)
+    b = np.clip(0.3 + 1.4 * x, 0, 1)
+    return (np.stack([r, g, b], -1) * 255).astype(np.uint8)
+
+
+def panel(gray, labels, entropy, classes, title: str) -> Image.Image:
+    parts = [np.repeat(gray[..., None], 3, 2), overlay(gray, labels, classes),
+             heat(entropy, len(classes))]
+    size = 384
+    tiles = [Image.fromarray(p).resize((size, size), Image.BILINEAR) for p in parts]
+    out = Image.new("RGB", (3 * size + 8, size + 22), (20, 20, 20))
+    for i, tile in enumerate(tiles):
+        out.paste(tile, (i * (size + 4), 22))
+    draw = ImageDraw.Draw(out)
+    legend = "  ".join(f"{n}" for k, n in sorted(classes.items()) if k)
+    draw.text((4, 4), f"{title}   |   labels: {legend}   |   entropy 0..ln {len(classes)}",
+              fill=(230, 230, 230))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tag", default="bundled", help="name of this run in the file names")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="checkpoint for every input (default: the bundled model)")
+    parser.add_argument("--model-for", action="append", default=[], metavar="INPUT=PATH",
+                        help="a checkpoint for one input only (e.g. one adapted to it)")
+    parser.add_argument("--only", nargs="*", help="inputs to run (default: all)")
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "real")
+    args = parser.parse_args()
+    if not REAL.is_dir():
+        raise SystemExit(f"no real data at {REAL}")
+    per_input = dict(item.split("=", 1) for item in args.model_for)
+    args.out.mkdir(parents=True, exist_ok=True)
+    shares: dict[str, dict] = {}
+    for name, (rel, shown) in INPUTS.items():
+        if args.only and name not in args.only:
+            continue
+        if args.only is None and args.model_for and name not in per_input:
+            continue
+        model_path = Path(per_input.get(name) or args.model or default_model_path())
+        model, ckpt = load_for_inference(model_path, "cpu")
+        classes = {int(k): v for k, v in ckpt.classes.items()}
+        video = read(REAL / rel)
+        frames = np.asarray(video.frames)
+        if frames.ndim == 4:
+            frames = frames.mean(axis=-1)
+        # normalise with the whole video's range, as the dock and the CLI do, then pick frames
+        results = {}
+        for chunk in iter_segment(model, frames, normalisation=ckpt.normalisation,
+                                  timesteps=ckpt.schedule["timesteps"], indices=list(shown),
+                                  options=SegmentOptions(steps=args.steps, samples=args.samples,
+                                                         seed=0, batch_size=1)):
+            for j, f in enumerate(chunk.indices):
+                results[int(f)] = (chunk.labels[j], chunk.entropy[j])
+        shares[name] = {"model": model_path.name, "frames": {}}
+        for f in shown:
+            labels, entropy = results[f]
+            share = {classes[k]: float((labels == k).mean()) for k in classes if k}
+            shares[name]["frames"][str(f)] = share
+            title = f"{name} frame {f} - {args.tag} ({model_path.name})"
+            panel(to_uint8(frames[f]), labels, entropy, classes, title).save(
+                args.out / f"{name}-f{f}-{args.tag}.png")
+            print(f"{name:12s} frame {f:3d}: " + ", ".join(
+                f"{k} {100 * v:.2f} %" for k, v in share.items()))
+    out = ROOT / "docs" / f"real_data_{args.tag}.json"
+    out.write_text(json.dumps(shares, indent=2))
+    print(f"wrote {out} and the pictures in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
