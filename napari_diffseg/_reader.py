@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from napari_diffseg._layers import LayerData, video_to_layers
-from napari_diffseg.io import detect_format, read_sequences
+from napari_diffseg.io import ReadError, detect_format, read_sequences
 
 logger = logging.getLogger(__name__)
 
@@ -23,12 +23,17 @@ def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list
 def read_layers(path: str | list[str]) -> list[LayerData]:
     """Read each path into layer-data tuples. A DAVIS or MOSXAV root with several sequences
     opens all of them, only the first one visible. Bad input raises
-    `napari_diffseg.io.ReadError`, whose message (file and problem) napari shows as a
-    notification."""
+    `napari_diffseg.io.ReadError` with its :meth:`~napari_diffseg.io.ReadError.summary` as
+    the message (problem first, then the file's name), which napari shows as a notification
+    (File ▸ Open) and the dock shows as it is (its Open… button)."""
     paths = [path] if isinstance(path, str | Path) else list(path)
     layers: list[LayerData] = []
     for p in paths:
-        for i, video in enumerate(read_sequences(p)):
+        try:
+            videos = read_sequences(p)
+        except ReadError as exc:
+            raise ReadError(exc.summary(), path=exc.path) from exc
+        for i, video in enumerate(videos):
             for data, kwargs, kind in video_to_layers(video):
                 kwargs["visible"] = i == 0
                 layers.append((data, kwargs, kind))

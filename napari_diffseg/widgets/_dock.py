@@ -31,6 +31,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_diffseg.io import ReadError
+
 from . import _jobs
 from ._finetune_panel import FinetunePanel
 from ._review import ReviewPanel
@@ -304,12 +306,15 @@ class DiffSegWidget(QWidget):
             self.open_video(path)
 
     def open_video(self, path: str | Path) -> None:
-        """Open a file with our reader; errors become a notification naming the file."""
+        """Open a file with our reader; errors become a notification that says the problem
+        first, then the file's name: the same text File ▸ Open shows."""
         try:
             self.viewer.open(str(path), plugin="napari-diffseg")
-        except Exception as exc:  # napari wraps reader errors in its own exception types
-            cause = exc.__cause__ or exc
-            show_error(f"could not open {path}: {cause}")
+        except ReadError as exc:  # the reader's own message, already short
+            show_error(str(exc))
+        except Exception as exc:  # napari's: no reader, or ReaderPluginError around ours
+            original = getattr(exc, "original_error", None) or exc
+            show_error(f"Could not open {Path(path).name}: {original}")
 
     # -- segmentation ------------------------------------------------------------------------
     def model_path(self) -> str:
