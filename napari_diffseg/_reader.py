@@ -12,10 +12,20 @@ from napari_diffseg.io import ReadError, detect_format, read_sequences
 logger = logging.getLogger(__name__)
 
 
+#: Folders that are array stores, never frame folders or datasets: declined without listing
+#: them (npe2 offers every directory reader for every folder; a store has many chunk files).
+STORE_SUFFIXES = frozenset({".zarr", ".n5", ".h5", ".hdf5"})
+
+
 def napari_get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
-    """Return a reader when every path is a format we read, else None (napari tries others)."""
+    """Return a reader when every path is a format we read, else None (napari tries others).
+
+    Cheap for what we do not read: a file by its extension (extension-less files by the
+    DICM marker in their first 132 bytes), an array store folder by its name."""
     paths = [path] if isinstance(path, str | Path) else list(path)
-    if not paths or any(detect_format(p) is None for p in paths):
+    if not paths or any(Path(p).suffix.lower() in STORE_SUFFIXES for p in paths):
+        return None
+    if any(detect_format(p) is None for p in paths):
         return None
     return read_layers
 
