@@ -23,6 +23,39 @@ CLASS_COLORS: dict[str, str] = {
 }
 
 
+#: Colormap of the uncertainty overlay (a napari ``Colormap`` as a dict, so that this module needs
+#: no napari import): black, then one violet hue (270 degrees) getting brighter. Every class
+#: colour is at least 30 degrees of hue away (bundled and MOSXAV classes 60 or more: red, orange,
+#: gold, green, light blue); inferno's yellow end looked like the guidewire's gold. Additive
+#: blending makes 0 (certain) invisible.
+UNCERTAINTY_COLORMAP: dict[str, Any] = {
+    "name": "diffseg uncertainty",
+    "display_name": "uncertainty (violet)",
+    "colors": [[0.0, 0.0, 0.0, 1.0], [0.5, 0.0, 1.0, 1.0], [0.75, 0.5, 1.0, 1.0]],
+}
+
+
+def uncertainty_limits(n_classes: int) -> tuple[float, float]:
+    """Contrast limits of the uncertainty overlay: 0 to ln C, the largest entropy (in nats)
+    of C classes, so the same uncertainty always has the same colour. C counts the
+    background; fewer than 2 (classes not known yet) counts as 2."""
+    return 0.0, float(np.log(max(int(n_classes), 2)))
+
+
+def uncertainty_layer_kwargs(
+    name: str, n_classes: int, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    """Keyword arguments of the Image layer that shows the per-pixel entropy (T, H, W)."""
+    return {
+        "name": name,
+        "colormap": dict(UNCERTAINTY_COLORMAP),
+        "contrast_limits": uncertainty_limits(n_classes),
+        "blending": "additive",
+        "opacity": 0.8,
+        "metadata": metadata,
+    }
+
+
 def class_colormap(
     classes: dict[int, str] | None,
     max_id: int = 0,

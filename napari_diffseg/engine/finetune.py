@@ -3,7 +3,8 @@
 The GUI runs fine-tuning from a worker thread, but the training loop itself runs in a separate
 process (``multiprocessing`` with the *spawn* start method): the Qt thread never shares the GIL
 with it, a kill returns all its memory (GPU included) to the OS, and a crash cannot take napari
-down. No Qt or napari import here::
+down. The child does not run the caller's script again, so a script that starts fine-tuning needs
+no ``if __name__ == "__main__":`` guard. No Qt or napari import here::
 
     data, val = build_finetune_data(frames, labels, verified, classes=classes, val_fraction=0.2)
     job = FinetuneProcess(FinetuneRequest(data, val, TrainOptions(iterations=500), "tuned.pt",
@@ -39,10 +40,13 @@ import logging
 import math
 import multiprocessing as mp
 import queue
+import sys
+import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -424,6 +428,38 @@ def _child_main(request: FinetuneRequest, events: Any, pause: Any, stop: Any,
         events.put(error_event(exc))
 
 
+_MAIN_LOCK = threading.Lock()
+
+
+@contextmanager
+def _caller_script_hidden() -> Iterator[None]:
+    """Start a child without re-running the caller's script in it.
+
+    To rebuild ``__main__``, *spawn* (and *forkserver*) have the child import the parent's
+    main module again, by ``__spec__.name`` or by running ``__main__.__file__``
+    (``multiprocessing.spawn.get_preparation_data``): a script without an
+    ``if __name__ == "__main__":`` guard ran a second time, opened a second napari window and
+    failed trying to start a process from the child. The child needs nothing from the
+    caller's script (the target and the request live in this package), so both attributes
+    are hidden while :meth:`FinetuneProcess.start` hands the preparation data over, and put
+    back at once.
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    with _MAIN_LOCK:
+        saved = {name: main.__dict__[name] for name in ("__file__", "__spec__")
+                 if name in main.__dict__}
+        main.__dict__.pop("__file__", None)
+        main.__dict__["__spec__"] = None
+        try:
+            yield
+        finally:
+            main.__dict__.pop("__spec__", None)
+            main.__dict__.update(saved)
+
+
 class FinetuneProcess:
     """One fine-tuning run in a child process (see the module docstring for the events).
 
@@ -452,7 +488,8 @@ class FinetuneProcess:
         self._process = self._ctx.Process(
             target=_child_main, name="napari-diffseg-finetune", daemon=True,
             args=(self.request, self._queue, self._pause, self._stop, level))
-        self._process.start()
+        with _caller_script_hidden():
+            self._process.start()
         logger.info("fine-tuning process %d started", self._process.pid)
 
     @property

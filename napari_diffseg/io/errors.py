@@ -14,12 +14,34 @@ class ReadError(ValueError):
     """An input could not be read.
 
     The message names the offending file or folder, states the problem and, where it
-    helps, what would have been valid. ``path`` holds the offending path (or ``None``).
+    helps, what would have been valid. ``path`` holds the offending path (or ``None``);
+    ``detail`` the decoding library's own words, appended in parentheses (for the log and
+    the command line) but left out of :meth:`summary`.
     """
 
-    def __init__(self, message: str, *, path: str | Path | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, *, path: str | Path | None = None, detail: str | None = None
+    ) -> None:
+        super().__init__(f"{message} ({detail})" if detail else message)
         self.path = Path(path) if path is not None else None
+        self.detail = detail
+        self._message = message
+
+    def summary(self) -> str:
+        """The message for a notification, which shows its first line only: the problem
+        first, then the file's name instead of its full path, without the library's words.
+
+        ``"/data/x/run1.mp4: could not be decoded as video; …"`` becomes
+        ``"Could not be decoded as video; …: run1.mp4"``.
+        """
+        text = self._message
+        if self.path is None:
+            return text
+        full, name = str(self.path), self.path.name or str(self.path)
+        if text.startswith(f"{full}: "):
+            problem = text[len(full) + 2:].replace(full, name)
+            return f"{problem[:1].upper()}{problem[1:]}: {name}"
+        return text.replace(full, name)
 
 
 class WriteError(ValueError):
@@ -59,7 +81,7 @@ def decode_errors(path: Path, what: str) -> Iterator[None]:
     except Exception as exc:  # the decoders raise a wide variety of types
         logger.debug("decoding %s failed", path, exc_info=True)
         raise ReadError(
-            f"{path}: could not be decoded as {what}; the file may be truncated or corrupt "
-            f"({type(exc).__name__}: {exc})",
+            f"{path}: could not be decoded as {what}; the file may be truncated or corrupt",
             path=path,
+            detail=f"{type(exc).__name__}: {exc}",
         ) from exc

@@ -31,7 +31,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from . import _jobs
+from napari_diffseg.io import ReadError
+
+from . import _jobs, _videos
 from ._finetune_panel import FinetunePanel
 from ._review import ReviewPanel
 from ._session import OWNER_KEY, AnnotationSession
@@ -98,7 +100,9 @@ class DiffSegWidget(QWidget):
         self._close_watcher = _CloseWatcher(self)
         self._watched_window = None
         self._connected_labels: list = []
-        self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
+        self._new_video = None
+        self._videos_before: list = []
+        self.viewer.layers.events.inserted.connect(self._layer_inserted)
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.viewer.dims.events.current_step.connect(self._frame_changed)
         self.viewer.bind_key(KEY_NEXT, self._key_next, overwrite=True)
@@ -236,11 +240,41 @@ class DiffSegWidget(QWidget):
         if self.session is None and names or (names and current not in names):
             self._video_chosen()
 
+    def _layer_inserted(self, event) -> None:
+        """A video the user opens while the dock works on another becomes the dock's video
+        once the opening is over (a dataset adds its other sequences hidden, after it)."""
+        self._refresh_layer_choices()
+        layer = event.value
+        if (self.session is None or _videos.same_layer(layer, self.session.image)
+                or not layer.visible
+                or not _videos.is_video(layer) or self._new_video is not None):
+            return
+        self._new_video = layer
+        self._videos_before = [v for v in self._video_layers()
+                               if not _videos.same_layer(v, layer)]
+        QTimer.singleShot(0, self._follow_new_video)
+
+    def _follow_new_video(self) -> None:
+        """Switch to the video just opened (saving the previous project), close the videos
+        opened before it and fit the view to it: see :mod:`._videos`."""
+        layer, others = self._new_video, self._videos_before
+        self._new_video, self._videos_before = None, []
+        if layer is None or layer not in self.viewer.layers:
+            return
+        self.video_combo.setCurrentText(layer.name)  # -> _video_chosen
+        if self.session is None or not _videos.same_layer(self.session.image, layer):
+            return
+        _videos.close_other_videos(self.viewer, layer, others)
+
     def _layer_removed(self, event) -> None:
         layer = event.value
-        if self.session is not None and layer is self.session.image:
+        if self.session is not None and _videos.same_layer(layer, self.session.image):
             self.save_now(force=True)
             self.session = None
+        if any(_videos.same_layer(known, layer) for known in self._connected_labels):
+            layer.events.paint.disconnect(self._on_paint)
+            self._connected_labels = [k for k in self._connected_labels
+                                      if not _videos.same_layer(k, layer)]
         self._refresh_layer_choices()
 
     def _video_chosen(self, *_args) -> None:
@@ -248,7 +282,7 @@ class DiffSegWidget(QWidget):
         if not name or name not in self.viewer.layers:
             return
         layer = self.viewer.layers[name]
-        if self.session is not None and self.session.image is layer:
+        if self.session is not None and _videos.same_layer(self.session.image, layer):
             return
         if self.session is not None:
             self.save_now(force=True)
@@ -282,7 +316,8 @@ class DiffSegWidget(QWidget):
 
     def _connect_labels(self) -> None:
         layer = self.session.labels_layer
-        if layer is None or any(known is layer for known in self._connected_labels):
+        if layer is None or any(_videos.same_layer(known, layer)
+                                for known in self._connected_labels):
             return
         layer.events.paint.connect(self._on_paint)
         self._connected_labels.append(layer)
@@ -304,12 +339,15 @@ class DiffSegWidget(QWidget):
             self.open_video(path)
 
     def open_video(self, path: str | Path) -> None:
-        """Open a file with our reader; errors become a notification naming the file."""
+        """Open a file with our reader; errors become a notification that says the problem
+        first, then the file's name: the same text File ▸ Open shows."""
         try:
             self.viewer.open(str(path), plugin="napari-diffseg")
-        except Exception as exc:  # napari wraps reader errors in its own exception types
-            cause = exc.__cause__ or exc
-            show_error(f"could not open {path}: {cause}")
+        except ReadError as exc:  # the reader's own message, already short
+            show_error(str(exc))
+        except Exception as exc:  # napari's: no reader, or ReaderPluginError around ours
+            original = getattr(exc, "original_error", None) or exc
+            show_error(f"Could not open {Path(path).name}: {original}")
 
     # -- segmentation ------------------------------------------------------------------------
     def model_path(self) -> str:

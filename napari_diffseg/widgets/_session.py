@@ -13,7 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_diffseg._layers import class_colormap, labels_layer_kwargs
+from napari_diffseg._layers import (
+    class_colormap,
+    labels_layer_kwargs,
+    uncertainty_layer_kwargs,
+    uncertainty_limits,
+)
 from napari_diffseg.io.project import (
     ProjectState,
     has_project,
@@ -133,17 +138,15 @@ class AnnotationSession:
         if self.uncertainty_layer is None or self.uncertainty_layer not in self.viewer.layers:
             self.uncertainty_layer = self._find_own(self.uncertainty_name, "uncertainty")
         if self.uncertainty_layer is None:
-            c = max(len(self.state.classes), 2)
             self.uncertainty_layer = self.viewer.add_image(
                 np.zeros(self.shape, dtype=np.float32),
-                name=self.uncertainty_name,
-                colormap="inferno",
-                blending="additive",
-                contrast_limits=(0.0, float(np.log(c))),
-                opacity=0.8,
                 scale=tuple(self.image.scale[-3:]),
-                metadata={OWNER_KEY: {"role": "uncertainty", "video": self.name}},
+                **uncertainty_layer_kwargs(
+                    self.uncertainty_name, len(self.state.classes),
+                    {OWNER_KEY: {"role": "uncertainty", "video": self.name}},
+                ),
             )
+            self.uncertainty_layer.colorbar.visible = True
             # added last, the uncertainty layer is selected: give the paint tools back
             self.viewer.layers.selection.active = self.labels_layer
 
@@ -157,6 +160,10 @@ class AnnotationSession:
             kwargs = labels_layer_kwargs(self.labels_name, classes, max(classes, default=0), {})
             self.labels_layer.colormap = class_colormap(classes, max(classes, default=0))
             self.labels_layer.features = kwargs.get("features", {})
+        if self.uncertainty_layer is not None:
+            # the scale follows the class count, which a segmentation or a reopened project
+            # may be the first to tell
+            self.uncertainty_layer.contrast_limits = uncertainty_limits(len(classes))
 
     # -- model results ---------------------------------------------------------------------
     def protected(self, frame: int) -> bool:

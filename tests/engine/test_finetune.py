@@ -230,3 +230,48 @@ def test_kill_terminates_a_paused_process(data, tmp_path):
     assert not job.alive and job.exitcode != 0
     rest = list(job.events())
     assert rest[-1]["kind"] == "error" and "exited with code" in rest[-1]["message"]
+
+
+# A caller's script as people write them: no `if __name__ == "__main__":` guard. Spawn used to
+# run it again in the child (to rebuild __main__), which re-ran everything it does at import
+# time (in napari's case: a second viewer) and then failed to start a process from the child.
+UNGUARDED_SCRIPT = """
+import sys
+
+with open(sys.argv[1], "a") as log:
+    log.write("script ran\\n")
+
+from napari_diffseg.data import SyntheticConfig, generate_sequence
+from napari_diffseg.engine.finetune import FinetuneProcess, FinetuneRequest, build_finetune_data
+from napari_diffseg.engine.training import TrainOptions
+from napari_diffseg.model import ModelConfig
+
+video = generate_sequence(SyntheticConfig(size=32, frames=4, seed=3, guidewire=False))
+data = build_finetune_data(video.frames, video.labels, [0, 2], classes=video.classes)[0]
+options = TrainOptions(iterations=1, batch_size=2, crop_size=32, device="cpu", timesteps=4,
+                       pseudo_steps=1, pseudo_samples=1, val_every=0, val_steps=1)
+config = ModelConfig(num_classes=4, width=8, depth=2, label_width=8, label_blocks=1,
+                     time_dim=16, denoiser_stride=1, encoder_stride=1).to_dict()
+job = FinetuneProcess(FinetuneRequest(data, None, options, sys.argv[2], model_config=config,
+                                      threads=1))
+job.start()
+print("kinds", [event["kind"] for event in job.events()])
+"""
+
+
+def test_a_script_without_a_main_guard_runs_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "my_script.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    runs = tmp_path / "runs.txt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    result = subprocess.run(
+        [sys.executable, str(script), str(runs), str(tmp_path / "tuned.pt")],
+        capture_output=True, text=True, timeout=240, cwd=tmp_path, env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert runs.read_text().splitlines() == ["script ran"], result.stderr
+    assert "'done'" in result.stdout, result.stdout + result.stderr

@@ -195,3 +195,17 @@ def test_several_sequences_need_a_name(make_davis):
 def test_read_error_is_value_error(tmp_path):
     with pytest.raises(ValueError):
         read(tmp_path / "missing.tif")
+
+
+def test_summary_leads_with_the_problem_and_names_the_file_only(tmp_path):
+    """What a notification shows: the full path and the decoder's words stay in str()."""
+    folder = tmp_path / "deep" / "folder"
+    folder.mkdir(parents=True)
+    path = folder / "cut.mp4"
+    path.write_bytes(b"not a video at all")
+    with pytest.raises(ReadError) as info:
+        read(path)
+    assert str(path) in str(info.value) and info.value.detail
+    summary = info.value.summary()
+    assert summary.startswith("Could not be decoded as video") and summary.endswith(": cut.mp4")
+    assert str(folder) not in summary and info.value.detail not in summary
