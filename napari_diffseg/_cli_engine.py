@@ -78,6 +78,10 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="frames per batch (default: 1 on a CPU, 8 on a GPU)")
     p.add_argument("--device", default="auto", help=device_help)
+    p.add_argument("--min-component", type=int, default=None,
+                   help="label components smaller than this many pixels (at 512 x 512, "
+                   "scaled with the frame area) become background; 0: the plain argmax "
+                   "(default: the engine's DEFAULT_MIN_COMPONENT, 64)")
     p.add_argument("--mosxav", action="store_true",
                    help="write the labels in MOSXAV's layout: OUT/Annotations_Semantic/<seq>/ "
                    "and OUT/labels.json, in the source's mask encoding (see --encoding)")
@@ -94,6 +98,8 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--samples", type=positive_int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help=device_help)
+    p.add_argument("--min-component", type=int, default=None,
+                   help="speck threshold as for segment (default 64)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_quiet(p)
     p.set_defaults(func=cmd_evaluate)
@@ -142,6 +148,12 @@ def choose_train_sizes(device, batch_size: int | None, crop_size: int | None,
     where = device_description(device) + (f" x {world} processes" if world > 1 else "")
     return TrainSizes(batch_size, crop_size,
                       f"{where}: batch {batch_size}, crops {crop_size} px; {why}")
+
+
+def _min_component(args: argparse.Namespace) -> int:
+    from napari_diffseg.engine.inference import DEFAULT_MIN_COMPONENT
+
+    return DEFAULT_MIN_COMPONENT if args.min_component is None else max(args.min_component, 0)
 
 
 def _model_path(path: Path | None) -> Path:
@@ -280,7 +292,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
             model, frames, normalisation=ckpt.normalisation,
             timesteps=int(ckpt.schedule["timesteps"]),
             options=SegmentOptions(steps=args.steps, samples=args.samples, seed=args.seed,
-                                   batch_size=args.batch_size),
+                                   batch_size=args.batch_size,
+                                   min_component=_min_component(args)),
         ):
             labels[chunk.indices] = chunk.labels
             scores[chunk.indices] = chunk.frame_scores
@@ -346,7 +359,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         report = evaluate_videos(model, ckpt, videos,
                                  SegmentOptions(steps=args.steps, samples=args.samples,
-                                                seed=args.seed), progress=progress)
+                                                seed=args.seed,
+                                                min_component=_min_component(args)),
+                                 progress=progress)
     finally:
         bar.close()
     if args.json:

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from napari_diffseg.data.sequences import apply_normalisation, normalisation_range
 from napari_diffseg.engine.device import resolve_device
+from napari_diffseg.engine.postprocess import remove_specks
 from napari_diffseg.model import DDIMSampler, DiffSegNet, NoiseSchedule, sample_probabilities
 
 logger = logging.getLogger(__name__)
@@ -28,6 +29,13 @@ ProgressFn = Callable[[int, int], None]
 
 class Cancelled(RuntimeError):
     """Raised when `should_stop` asked a long computation to stop."""
+
+
+#: The labels' speck threshold the plugin uses (the dock, the CLI, the bundled model's figures):
+#: components under 64 px at 512 x 512 (0.02 % of the frame) become background. Chosen on
+#: held-out generated videos (docs/model.md); SegmentOptions itself defaults to the plain
+#: argmax.
+DEFAULT_MIN_COMPONENT = 64
 
 
 @dataclass
@@ -49,6 +57,10 @@ class SegmentOptions:
     #: ``torch.compile`` the encoder and the denoiser (compiled once per model and kept; the
     #: first batch pays the compilation, tens of seconds). Same results up to rounding.
     compile: bool = False
+    #: connected components of a foreground class smaller than this many pixels (quoted at
+    #: 512 x 512, scaled with the frame area) become background in the labels; the
+    #: probabilities and the uncertainty are left as sampled. 0: labels are the plain argmax.
+    min_component: int = 0
 
 
 @dataclass
@@ -339,16 +351,19 @@ def iter_segment(
 
     t0 = time.perf_counter()
     done = 0
+    options = options or SegmentOptions()
     for idx, mean, entropy, mi in _stream(
-        model, todo, load, timesteps=timesteps, options=options or SegmentOptions(),
-        should_stop=should_stop,
+        model, todo, load, timesteps=timesteps, options=options, should_stop=should_stop,
     ):
         done += idx.size
         probs, entropy_np, mi_np = _as_numpy(mean, entropy, mi)
+        labels = mean.argmax(dim=1).to(torch.uint8).cpu().numpy()
+        if options.min_component > 0:
+            labels = remove_specks(labels, options.min_component)
         yield SegmentChunk(
             indices=idx,
             probabilities=probs,
-            labels=mean.argmax(dim=1).to(torch.uint8).cpu().numpy(),
+            labels=labels,
             entropy=entropy_np,
             mutual_information=mi_np,
             frame_scores=_frame_scores(mean, entropy).cpu().numpy(),

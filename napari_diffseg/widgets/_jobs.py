@@ -33,6 +33,7 @@ def segment_job(
     samples: int = 4,
     batch_size: int | None = None,
     seed: int = 0,
+    min_component: int | None = None,
     stop: threading.Event | None = None,
 ):
     """Load the model, then yield :class:`ModelLoaded` and one
@@ -42,16 +43,20 @@ def segment_job(
     frame; 8 on a GPU)."""
     from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.inference import (
+        DEFAULT_MIN_COMPONENT,
         Cancelled,
         SegmentOptions,
         iter_segment,
         load_for_inference,
     )
 
+    if min_component is None:
+        min_component = DEFAULT_MIN_COMPONENT
     model, ckpt = load_for_inference(model_path, device)
     dev = next(model.parameters()).device
     yield ModelLoaded(dict(ckpt.classes), device_description(dev), str(model_path))
-    options = SegmentOptions(steps=steps, samples=samples, batch_size=batch_size, seed=seed)
+    options = SegmentOptions(steps=steps, samples=samples, batch_size=batch_size, seed=seed,
+                             min_component=min_component)
     try:
         yield from iter_segment(
             model, frames, normalisation=ckpt.normalisation,
