@@ -292,28 +292,30 @@ def _widen(classic: SceneParams, config: SyntheticConfig, rng: np.random.Generat
     Draws after every classic value (so the classic style keeps its arrays) and always the
     same number of values. Ranges at 512 px (0.3 mm pixels): proximal lumen diameter 10..25
     px tapering to about 2 px, iodine from faint to very dark, 6..8.5 px catheter filled
-    with undiluted contrast (1.3..2 times the vessels' iodine), tortuous distal segments,
-    4..8 side branches per main branch, sternal wires in 30 % of the scenes, and the
-    acquisition degradations of :func:`~napari_diffseg.data.degrade.draw_degradation`.
+    with undiluted contrast (1.3..2 times the vessels' iodine, at least 0.3..0.5 / mm),
+    tortuous distal segments, 4..8 side branches per main branch, sternal wires in 30 % of
+    the scenes, and the acquisition degradations of
+    :func:`~napari_diffseg.data.degrade.draw_degradation`.
     """
     u = rng.uniform
     d, scale = classic.difficulty, classic.scale
     logu = lambda lo, hi: float(np.exp(u(np.log(lo), np.log(hi))))  # noqa: E731
     main_diameter = logu(10.0, 25.0)
     distal_diameter = u(1.8, 2.6)
-    mu_iodine = logu(0.12, 0.5)
+    mu_iodine = logu(0.08, 0.35)
     catheter_diameter = u(6.0, 8.5)
     tortuosity, kinks = u(0.8, 1.8), logu(0.03, 0.25)
     residual = u(0.2, 1.0)
-    undiluted = u(1.3, 2.0)
+    undiluted, pure = u(1.3, 2.0), u(0.3, 0.5)  # pure contrast: at least 0.3..0.5 / mm
     wires_draw, wires = u(), int(rng.integers(2, 6))
-    clutter = u(0.7, 1.6)
-    photons = logu(80.0, 1500.0)
-    level, gain, vignette = u(115.0, 165.0), u(90.0, 170.0), u(0.0, 0.3)
+    clutter = u(0.5, 1.3)
+    photons = logu(200.0, 3000.0)
+    level, gain, vignette = u(110.0, 155.0), u(90.0, 170.0), u(0.0, 0.3)
     degradation = draw_degradation(rng, classic.shape, config.degrade)
-    # harder scenes are also noisier after the detector
-    degradation = dataclasses.replace(degradation, quantum=degradation.quantum * (0.5 + d),
-                                      electronic=degradation.electronic * (0.5 + d))
+    # harder scenes are also noisier after the detector; noise=False keeps frames noise-free
+    noise = (0.5 + d) if config.noise else 0.0
+    degradation = dataclasses.replace(degradation, quantum=degradation.quantum * noise,
+                                      electronic=degradation.electronic * noise)
     replace = {
         "main_radius": 0.5 * main_diameter * scale,
         "distal_radius": 0.5 * distal_diameter * scale * (1.0 - 0.2 * d),
@@ -329,7 +331,7 @@ def _widen(classic: SceneParams, config: SyntheticConfig, rng: np.random.Generat
         "tortuosity": tortuosity,
         "distal_kinks": kinks,
         "catheter_residual": residual,
-        "catheter_iodine": undiluted,
+        "catheter_iodine": max(undiluted, pure / (mu_iodine * (1.0 - 0.35 * d))),
         "sternal_wires": wires if wires_draw < 0.3 else 0,
         "degradation": degradation if config.degrade > 0 else None,
     }

@@ -72,15 +72,15 @@ def draw_degradation(rng: np.random.Generator, shape: tuple[int, int],
     scale = min(shape) / 512.0
     vig, vc = u(0.0, 0.5), (u(-0.12, 0.12), u(-0.12, 0.12))
     blur, glare, glare_sigma = u(0.3, 1.6), u(0.0, 0.2), u(0.05, 0.15) * min(shape)
-    quantum, electronic = np.exp(u(np.log(0.01), np.log(0.06))), u(0.0, 0.02)
+    quantum, electronic = np.exp(u(np.log(0.01), np.log(0.08))), u(0.0, 0.008)
     shutter_draw = u()
     inset = tuple(float(v) for v in u(0.0, 0.07, 4))
     round_draw, round_amount = u(), u(0.3, 1.0)
     dark_draw, dark_level, bright_level = u(), u(0.0, 0.12), u(0.85, 1.0)
     opacity, soft = u(0.75, 1.0), u(1.0, 8.0)
-    exposure = np.exp(u(-0.2, 0.2))
-    lo, hi = u(-0.05, 0.1), u(0.9, 1.1)
-    gamma = np.exp(u(-0.3, 0.3))
+    exposure = np.exp(u(-0.15, 0.15))
+    lo, hi = u(-0.05, 0.1), u(0.95, 1.15)
+    gamma = np.exp(u(-0.25, 0.3))
     lut_draw, lut = u(), u(2.0, 5.0)
     jpeg_draw, quality = u(), int(rng.integers(60, 96))
     return Degradation(
@@ -188,13 +188,16 @@ def degrade(frames: np.ndarray, rng: np.random.Generator, strength: float = 1.0,
     out = np.empty(x.shape, np.uint8)
     for i, frame in enumerate(x):
         f = frame * shading
+        # quantum noise arises at the input screen, before the intensifier's blur and glare
+        # correlate it; electronic noise is added after them (white)
+        quantum = params.quantum * np.sqrt(np.maximum(f, 0.0))
+        f = f + quantum * rng.standard_normal(f.shape).astype(np.float32)
         if params.glare > 0:
             f = (1.0 - params.glare) * f + params.glare * gaussian_filter(
                 f, params.glare_sigma, mode="nearest")
         if params.blur_sigma > 0.05:
             f = gaussian_filter(f, params.blur_sigma, mode="nearest")
-        noise_std = np.sqrt(params.quantum ** 2 * np.maximum(f, 0.0) + params.electronic ** 2)
-        f = f + noise_std * rng.standard_normal(f.shape).astype(np.float32)
+        f = f + params.electronic * rng.standard_normal(f.shape).astype(np.float32)
         f = _lut(f, params)
         f = (1.0 - shutter) * f + shutter * params.shutter_level
         g = np.clip(255.0 * f + 0.5, 0, 255).astype(np.uint8)
