@@ -116,6 +116,28 @@ def _ribs(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, h: int, w: i
     return a
 
 
+def _sternal_wires(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, h: int, w: int,
+                   size: float, count: int) -> np.ndarray:
+    """Sternotomy wire loops: small dense elliptical rings with a twisted knot, stacked along
+    a (tilted) sternal line; background, never labelled."""
+    a = np.zeros(yy.shape, np.float32)
+    x0, tilt = rng.uniform(0.25, 0.75) * w, rng.uniform(-0.4, 0.4)
+    y0, pitch = rng.uniform(0.05, 0.4) * h, rng.uniform(0.1, 0.16) * size
+    wire = max(0.9 * size / 512.0, 0.6)  # wire radius (px)
+    density = rng.uniform(0.15, 0.35)  # line integral per px of wire path
+    for i in range(count):
+        cy = y0 + i * pitch + rng.normal(0.0, 0.1 * pitch)
+        cx = x0 + tilt * (cy - 0.5 * h) + rng.normal(0.0, 0.02 * size)
+        axes = np.array([rng.uniform(0.005, 0.009), rng.uniform(0.011, 0.02)]) * size
+        rho = _ellipse_radius(yy, xx, np.array([cy, cx]), axes, rng.uniform(-0.3, 0.3))
+        ring = np.exp(-0.5 * ((rho - 1.0) * axes.min() / wire) ** 2)
+        side = rng.choice([-1.0, 1.0])
+        knot = np.exp(-0.5 * (((yy - cy) / (1.6 * wire)) ** 2
+                              + ((xx - cx - side * axes[1]) / (3.0 * wire)) ** 2))
+        a += (density * 2.0 * wire * (ring + 1.5 * knot)).astype(np.float32)
+    return a
+
+
 @dataclass
 class Anatomy:
     """Background attenuation layers on a canvas padded by ``pad`` px on every side.
@@ -187,4 +209,6 @@ def build_anatomy(rng: np.random.Generator, params: SceneParams, heart_centre: n
     thorax += rng.uniform(0.3, 0.55) * _sigmoid((yy - dome) / (0.006 * size))
     thorax += _ribs(rng, yy, xx, h, w, size, clutter)
     spine = _spine(rng, yy, xx, h, w, size, clutter)
+    if params.sternal_wires > 0:  # drawn last: the classic style's background is unchanged
+        thorax += _sternal_wires(rng, yy, xx, h, w, size, params.sternal_wires)
     return Anatomy(thorax=thorax.astype(np.float32), spine=spine, pad=pad)

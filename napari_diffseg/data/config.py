@@ -7,9 +7,12 @@ drawn there, in one place, from ``np.random.default_rng`` seeded by the config.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
+
+from .degrade import Degradation, draw_degradation
 
 __all__ = [
     "DEFAULT_CLASSES",
@@ -17,6 +20,7 @@ __all__ = [
     "MOSXAV_EMPTY_CATHETER",
     "MOSXAV_SCHEME",
     "SCHEMES",
+    "STYLES",
     "SceneParams",
     "SyntheticConfig",
     "draw_scene_params",
@@ -27,6 +31,11 @@ DEFAULT_CLASSES: dict[int, str] = {0: "background", 1: "vessel", 2: "catheter", 
 #: Class schemes of the generator's labels: ``"default"`` (:data:`DEFAULT_CLASSES`) or
 #: ``"mosxav"`` (the ids of :data:`napari_diffseg.io.MOSXAV_CLASSES`).
 SCHEMES = ("default", "mosxav")
+#: Scene styles: ``"wide"`` (default; the range of clinical cines: calibres up to 25 px at
+#: 512, dark contrast, filled catheter, sternal wires, acquisition degradations from
+#: :mod:`napari_diffseg.data.degrade`) or ``"classic"`` (the generator before the widening,
+#: thin low-contrast vessels on a clean background; the same arrays as before for a seed).
+STYLES = ("wide", "classic")
 #: Default id -> MOSXAV id of the ``"mosxav"`` scheme. The MOSXAV ids mean:
 #:
 #: * 0 background;
@@ -118,10 +127,16 @@ class SyntheticConfig:
     detector_sigma: float | None = None
     noise: bool = True
     scheme: str = "default"
+    style: str = "wide"
+    degrade: float = 1.0
 
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {STYLES}, got {self.style!r}")
+        if not 0.0 <= self.degrade <= 1.0:
+            raise ValueError(f"degrade must be within [0, 1], got {self.degrade}")
         h, w = self.shape
         if h < 16 or w < 16:
             raise ValueError(f"size must be at least 16 px, got {self.size!r}")
@@ -197,6 +212,14 @@ class SceneParams:
     display_gain: float
     vignette: float
     noise: bool
+    # wide style (classic: the neutral values, see draw_scene_params)
+    style: str = "classic"
+    tortuosity: float = 1.0  # scales the meanders of every branch
+    distal_kinks: float = 0.0  # corkscrew curvature of distal segments (1/px at the tip)
+    catheter_residual: float = 0.0  # contrast left in the catheter outside the injection
+    catheter_iodine: float = 1.0  # catheter lumen concentration / vessel's (undiluted)
+    sternal_wires: int = 0  # sternotomy wire loops in the background
+    degradation: Degradation | None = None  # acquisition degradations applied last
 
 
 def draw_scene_params(config: SyntheticConfig, rng: np.random.Generator) -> SceneParams:
@@ -216,7 +239,7 @@ def draw_scene_params(config: SyntheticConfig, rng: np.random.Generator) -> Scen
     side = config.catheter_side or ("bottom" if side_draw < 0.6 else "right")
     hr = config.heart_rate_bpm if config.heart_rate_bpm is not None else hr_draw
     sigma = config.detector_sigma if config.detector_sigma is not None else sigma_draw
-    return SceneParams(
+    classic = SceneParams(
         shape=(h, w),
         scale=scale,
         pixel_mm=REFERENCE_PIXEL_MM / scale,
@@ -257,3 +280,59 @@ def draw_scene_params(config: SyntheticConfig, rng: np.random.Generator) -> Scen
         vignette=u(0.15, 0.3),
         noise=config.noise,
     )
+    if config.style == "classic":
+        return classic
+    return _widen(classic, config, rng)
+
+
+def _widen(classic: SceneParams, config: SyntheticConfig, rng: np.random.Generator,
+           ) -> SceneParams:
+    """The ``"wide"`` scene: the classic draws replaced by the ranges of clinical cines.
+
+    Draws after every classic value (so the classic style keeps its arrays) and always the
+    same number of values. Ranges at 512 px (0.3 mm pixels): proximal lumen diameter 10..25
+    px tapering to about 2 px, iodine from faint to very dark, 6..8.5 px catheter filled
+    with undiluted contrast (1.3..2 times the vessels' iodine, at least 0.3..0.5 / mm),
+    tortuous distal segments, 4..8 side branches per main branch, sternal wires in 30 % of
+    the scenes, and the acquisition degradations of
+    :func:`~napari_diffseg.data.degrade.draw_degradation`.
+    """
+    u = rng.uniform
+    d, scale = classic.difficulty, classic.scale
+    logu = lambda lo, hi: float(np.exp(u(np.log(lo), np.log(hi))))  # noqa: E731
+    main_diameter = logu(10.0, 25.0)
+    distal_diameter = u(1.8, 2.6)
+    mu_iodine = logu(0.08, 0.35)
+    catheter_diameter = u(6.0, 8.5)
+    tortuosity, kinks = u(0.8, 1.8), logu(0.03, 0.25)
+    residual = u(0.2, 1.0)
+    undiluted, pure = u(1.3, 2.0), u(0.3, 0.5)  # pure contrast: at least 0.3..0.5 / mm
+    wires_draw, wires = u(), int(rng.integers(2, 6))
+    clutter = u(0.5, 1.3)
+    photons = logu(200.0, 3000.0)
+    level, gain, vignette = u(110.0, 155.0), u(90.0, 170.0), u(0.0, 0.3)
+    degradation = draw_degradation(rng, classic.shape, config.degrade)
+    # harder scenes are also noisier after the detector; noise=False keeps frames noise-free
+    noise = (0.5 + d) if config.noise else 0.0
+    degradation = dataclasses.replace(degradation, quantum=degradation.quantum * noise,
+                                      electronic=degradation.electronic * noise)
+    replace = {
+        "main_radius": 0.5 * main_diameter * scale,
+        "distal_radius": 0.5 * distal_diameter * scale * (1.0 - 0.2 * d),
+        "side_branches": (4, 8),
+        "catheter_radius": max(0.5 * catheter_diameter * scale, 1.0),
+        "mu_iodine": mu_iodine * (1.0 - 0.35 * d),
+        "clutter": clutter * (0.6 + 0.8 * d),
+        "photons": photons * float(np.exp(-1.5 * d)),
+        "display_level": level,
+        "display_gain": gain,
+        "vignette": vignette,
+        "style": "wide",
+        "tortuosity": tortuosity,
+        "distal_kinks": kinks,
+        "catheter_residual": residual,
+        "catheter_iodine": max(undiluted, pure / (mu_iodine * (1.0 - 0.35 * d))),
+        "sternal_wires": wires if wires_draw < 0.3 else 0,
+        "degradation": degradation if config.degrade > 0 else None,
+    }
+    return dataclasses.replace(classic, **replace)

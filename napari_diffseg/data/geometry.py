@@ -7,6 +7,7 @@ polyline sampled every :data:`STEP` pixels with a radius per point.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,16 +104,23 @@ def _smooth_noise(rng: np.random.Generator, n: int, corr: float) -> np.ndarray:
 
 
 def _walk(rng: np.random.Generator, start: np.ndarray, heading: float, length: float,
-          bend: float, tortuosity: float, size: float) -> tuple[np.ndarray, np.ndarray]:
+          bend: float, tortuosity: float, size: float,
+          kinks: Callable[[np.ndarray], np.ndarray] | None = None,
+          ) -> tuple[np.ndarray, np.ndarray]:
     """Smooth random-walk centreline: points (N, 2) and headings (N,).
 
     ``bend`` is a constant curvature (1/px); ``tortuosity`` scales smoothed curvature noise
     at two scales (gentle meanders and small kinks) relative to the image ``size``.
+    ``kinks`` (callable of the arc length in px -> curvature std in 1/px, or None) adds the
+    short-wavelength corkscrew of tortuous distal segments (a draw only when given).
     """
     n = max(int(np.ceil(length / STEP)), 3)
     kappa = (bend
              + tortuosity * 2.2 / size * _smooth_noise(rng, n, 0.05 * size / STEP)
              + tortuosity * 1.5 / size * _smooth_noise(rng, n, 0.02 * size / STEP))
+    if kinks is not None:
+        amp = kinks(STEP * np.arange(n))
+        kappa = kappa + amp * _smooth_noise(rng, n, 0.008 * size / STEP)
     theta = heading + np.concatenate([[0.0], np.cumsum(kappa[:-1] * STEP)])
     steps = STEP * _direction(theta[:-1])
     pts = start + np.concatenate([np.zeros((1, 2)), np.cumsum(steps, axis=0)])
@@ -151,7 +159,13 @@ def _add_branch(tree: VesselTree, rng: np.random.Generator, params: SceneParams,
     else:
         pb = tree.branches[parent]
         start, d0, level = pb.points[index], float(pb.dist[index]), pb.level + 1
-    pts, _ = _walk(rng, start, heading, length, bend, tortuosity, size)
+    kinks = None
+    if params.distal_kinks > 0:  # corkscrew growing with the distance from the ostium
+        def kinks(arc: np.ndarray) -> np.ndarray:
+            far = np.clip((d0 + arc - 0.25 * size) / (0.45 * size), 0.0, 1.0)
+            return params.distal_kinks / params.scale * far**1.5
+    pts, _ = _walk(rng, start, heading, length, bend, tortuosity * params.tortuosity, size,
+                   kinks)
     n = _clip_to_view(pts, params.shape, 0.04 * size)
     if n < 3:
         return -1
@@ -355,5 +369,7 @@ def make_balloon(rng: np.random.Generator, params: SceneParams,
     pts = path[sl]
     x = np.linspace(-1.0, 1.0, len(pts))
     big = ratio * float(vessel_r[sl].mean())
+    if params.style == "wide":  # sized to the lumen: thick vessels get no 2x balloon
+        big = min(big, float(vessel_r[sl].mean()) + 1.5 * params.scale)
     radius = big * np.sqrt(np.maximum(1.0 - np.abs(x) ** 6, 0.0))
     return Polyline(points=pts, radius=np.maximum(radius, 0.15 * big))

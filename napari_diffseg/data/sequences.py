@@ -14,7 +14,10 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-#: How frames are mapped to the network's input range; stored in checkpoints.
+#: How frames are mapped to the network's input range; stored in checkpoints. An optional
+#: ``"clahe"`` key (clip limit, e.g. 0.01) adds contrast-limited adaptive histogram
+#: equalisation per frame after the percentile mapping; absent or None (old checkpoints,
+#: and the default) means none.
 DEFAULT_NORMALISATION = {"method": "percentile", "low": 1.0, "high": 99.0}
 
 
@@ -38,19 +41,36 @@ def normalisation_range(
     return float(lo), float(hi)
 
 
-def apply_normalisation(frames: np.ndarray, low: float, high: float) -> np.ndarray:
+def apply_normalisation(frames: np.ndarray, low: float, high: float,
+                        clahe: float | None = None) -> np.ndarray:
     """Map frames of any dtype to float32 with `low` -> -1 and `high` -> +1, clipped to
-    [-1.5, 1.5]; same shape as the input."""
+    [-1.5, 1.5]; same shape as the input. ``clahe`` (clip limit) then equalises each frame
+    (H, W[, 3]) adaptively (:func:`skimage.exposure.equalize_adapthist` on [-1, 1] mapped to
+    [0, 1]) and maps it back to [-1, 1]."""
     scale = 2.0 / max(float(high - low), 1e-6)
     out = (np.asarray(frames).astype(np.float32) - np.float32(low)) * np.float32(scale) - 1.0
-    return np.clip(out, -1.5, 1.5, out=out)
+    out = np.clip(out, -1.5, 1.5, out=out)
+    if clahe:
+        out = _clahe(out, float(clahe))
+    return out
+
+
+def _clahe(images: np.ndarray, clip_limit: float) -> np.ndarray:
+    """CLAHE of normalised frames (..., H, W) or (..., H, W, 3) in about [-1, 1], per frame."""
+    from skimage.exposure import equalize_adapthist
+
+    x = np.clip(0.5 * (images + 1.0), 0.0, 1.0)
+    colour = x.ndim >= 3 and x.shape[-1] == 3
+    frames = x.reshape((-1, *x.shape[-3:]) if colour else (-1, *x.shape[-2:]))
+    out = np.stack([equalize_adapthist(f, clip_limit=clip_limit) for f in frames])
+    return (2.0 * out.reshape(x.shape) - 1.0).astype(np.float32)
 
 
 def normalise_frames(frames: np.ndarray, normalisation: dict | None = None) -> np.ndarray:
     """(T, H, W) or (T, H, W, 3) frames of any dtype -> float32 in about [-1, 1], using the
     video's own low/high intensity percentiles (robust to bit depth and windowing)."""
     lo, hi = normalisation_range(frames, normalisation)
-    return apply_normalisation(frames, lo, hi)
+    return apply_normalisation(frames, lo, hi, (normalisation or {}).get("clahe"))
 
 
 def normalise_gray(frames: np.ndarray, normalisation: dict | None = None) -> np.ndarray:

@@ -23,6 +23,7 @@ from .config import (
     SyntheticConfig,
     draw_scene_params,
 )
+from .degrade import HIDDEN, degrade, shutter_visibility
 from .geometry import (
     Polyline,
     VesselTree,
@@ -179,10 +180,12 @@ def _render_frame(scene: _Scene, t: float, u: float) -> tuple[np.ndarray, np.nda
         lumen = chord(hits.dist, CATHETER_LUMEN * hits.radius)
         if scene.mosxav:  # undiluted contrast while injecting, flushed otherwise
             c_cath = 1.0 if catheter_filled(u, p) else 0.0
-        else:
+        else:  # the wide style's catheter keeps some contrast between injections
             c_cath = float(np.clip(bolus_concentration(np.array([-0.06]), u, p)[0], 0.0, 1.0))
+            c_cath = max(c_cath, p.catheter_residual)
         hits.scatter(atten, p.pixel_mm * (p.mu_catheter_wall * (hits.chord - lumen)
-                                          + (0.04 + p.mu_iodine * c_cath) * lumen), "add")
+                                          + (0.04 + p.mu_iodine * p.catheter_iodine * c_cath)
+                                          * lumen), "add")
         hits.scatter(labels, np.where(hits.label, CATHETER, 0).astype(np.uint8))
 
     # angioplasty balloon inflated with diluted contrast (mosxav scheme only)
@@ -218,9 +221,10 @@ def generate_sequence(config: SyntheticConfig, name: str = "seq000") -> Syntheti
     guidewire 5 (others > balloon > catheter > vessel).
     """
     start = time.perf_counter()
-    # 7 streams: the first 6 are those of 6 spawns, so adding the balloon's changed nothing
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(7)]
-    scene = _draw_scene(config, streams[:5] + streams[6:])
+    # 8 streams: the first 6 are those of 6 spawns, so adding the balloon's (7th) and the
+    # acquisition noise's (8th) changed nothing
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(8)]
+    scene = _draw_scene(config, streams[:5] + streams[6:7])
     rng = streams[5]  # quantum noise
     p = scene.params
     h, w = p.shape
@@ -236,6 +240,9 @@ def generate_sequence(config: SyntheticConfig, name: str = "seq000") -> Syntheti
         u = (i + 0.5) / n
         atten, labels[i] = _render_frame(scene, t, u)
         frames[i] = display(detect(atten, p, shading, reference, rng))
+    if p.degradation is not None:
+        frames = degrade(frames, streams[7], params=p.degradation)
+        labels[:, shutter_visibility(p.degradation) >= HIDDEN] = 0  # under an opaque border
     logger.debug("generated %s (%d x %d x %d) in %.2f s", name, n, h, w,
                  time.perf_counter() - start)
     classes = dict(DEFAULT_CLASSES)

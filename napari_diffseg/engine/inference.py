@@ -346,7 +346,7 @@ def iter_segment(
     lo, hi = normalisation_range(frames, normalisation)
 
     def load(idx: np.ndarray) -> np.ndarray:
-        images = apply_normalisation(frames[idx], lo, hi)
+        images = apply_normalisation(frames[idx], lo, hi, (normalisation or {}).get("clahe"))
         return images.mean(axis=-1) if images.ndim == 4 else images
 
     t0 = time.perf_counter()

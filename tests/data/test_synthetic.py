@@ -81,7 +81,9 @@ def test_bolus_washes_in_and_out(seqs_by_seed):
         peak = counts.max()
         assert peak > 0.02 * seq.labels[0].size
         assert counts[0] < 0.1 * peak
-        assert n // 5 <= int(np.argmax(counts)) <= 4 * n // 5
+        # the middle of the plateau (thick vessels are fully labelled early on)
+        plateau = np.flatnonzero(counts >= 0.9 * peak)
+        assert n // 5 <= int(np.median(plateau)) <= 4 * n // 5
         assert counts[-1] < 0.8 * peak
 
 
