@@ -35,7 +35,8 @@ from napari_diffseg.io import ReadError
 
 from . import _jobs, _videos
 from ._finetune_panel import FinetunePanel
-from ._review import ReviewPanel
+from ._review import KEY_NEXT, KEY_VERIFY, ReviewPanel
+from ._review_control import ReviewController
 from ._session import OWNER_KEY, AnnotationSession
 from ._signals import on_click
 
@@ -43,8 +44,10 @@ logger = logging.getLogger(__name__)
 
 BUNDLED = "bundled"
 AUTOSAVE_DELAY_MS = 2000
-KEY_NEXT = "U"
-KEY_VERIFY = "K"
+__all__ = ["KEY_NEXT", "KEY_VERIFY", "DiffSegWidget"]
+
+#: what the autosave indicator says
+SAVED, SAVING, UNSAVED, NOT_SAVED = "saved", "saving…", "unsaved changes", "not saved"
 
 
 def _bundled_model_path() -> Path:
@@ -92,6 +95,7 @@ class DiffSegWidget(QWidget):
         self._seg_started = 0.0
         self._device_text = "?"
         self.last_checkpoint: str | None = None
+        self.reviewing = ReviewController(self)
         self._build_ui()
         self._autosave = QTimer(self)
         self._autosave.setSingleShot(True)
@@ -105,8 +109,7 @@ class DiffSegWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._layer_inserted)
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.viewer.dims.events.current_step.connect(self._frame_changed)
-        self.viewer.bind_key(KEY_NEXT, self._key_next, overwrite=True)
-        self.viewer.bind_key(KEY_VERIFY, self._key_verify, overwrite=True)
+        self.reviewing.bind_keys()
         self._refresh_layer_choices()
 
     # -- UI ----------------------------------------------------------------------------------
@@ -126,12 +129,19 @@ class DiffSegWidget(QWidget):
         self.project_label = QLabel("")
         self.project_label.setWordWrap(True)
         top.addRow("Project", self.project_label)
+        self.save_label = QLabel("")
+        self.save_label.setToolTip("the project is saved automatically two seconds after each "
+                                   "change and when napari closes")
+        top.addRow("Autosave", self.save_label)
         layout.addLayout(top)
         self.tabs = QTabWidget()
         self.tabs.addTab(self._build_segment_tab(), "Segment")
         self.review = ReviewPanel()
         self.review.frame_clicked.connect(self.go_to_frame)
         on_click(self.review.next_button, self.next_uncertain)
+        on_click(self.review.previous_button, self.reviewing.previous_uncertain)
+        on_click(self.review.next_unverified_button, self.reviewing.next_unverified)
+        self.review.legend.class_chosen.connect(self.reviewing.choose_class)
         on_click(self.review.verify_button, self.toggle_verified)
         self.review.show_uncertainty.toggled.connect(self._toggle_uncertainty)
         self.review.contours.toggled.connect(self._toggle_contours)
@@ -311,6 +321,8 @@ class DiffSegWidget(QWidget):
             self.session.ensure_layers()
             self._connect_labels()
         self.project_label.setText(str(self.session.project_dir))
+        self._show_save_state(UNSAVED if self.session.dirty else SAVED)
+        QTimer.singleShot(0, self.reviewing.apply_frame_rate)  # once napari has the slider
         self.finetune.output.setText(str(self.session.project_dir / "models" / "finetuned.pt"))
         self.update_review()
 
@@ -331,6 +343,7 @@ class DiffSegWidget(QWidget):
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self._watch_window()
+        QTimer.singleShot(0, self.reviewing.apply_frame_rate)  # once docked in napari's window
         super().showEvent(event)
 
     def _open_dialog(self) -> None:
@@ -473,6 +486,11 @@ class DiffSegWidget(QWidget):
     def update_review(self) -> None:
         if self.session is not None:
             self.review.update_from(self.session.state, self.current_frame())
+            self.reviewing.refresh_legend()
+        self.reviewing.show_frame_status()
+
+    def notify_info(self, message: str) -> None:
+        show_info(message)
 
     def go_to_frame(self, frame: int) -> None:
         step = list(self.viewer.dims.current_step)
@@ -481,14 +499,8 @@ class DiffSegWidget(QWidget):
             self.viewer.dims.current_step = tuple(step)
 
     def next_uncertain(self) -> int | None:
-        if self.session is None:
-            return None
-        frame = self.session.next_uncertain(after=self.current_frame())
-        if frame is None:
-            show_info("no unverified segmented frame left")
-            return None
-        self.go_to_frame(frame)
-        return frame
+        """U: see :class:`ReviewController` (previous_uncertain, next_unverified too)."""
+        return self.reviewing.next_uncertain()
 
     def toggle_verified(self, frame: int | None = None) -> bool | None:
         """Mark the frame (default: current) verified, or unverify it; returns the new flag."""
@@ -502,12 +514,6 @@ class DiffSegWidget(QWidget):
         self.schedule_save()
         return verified
 
-    def _key_next(self, viewer) -> None:
-        self.next_uncertain()
-
-    def _key_verify(self, viewer) -> None:
-        self.toggle_verified()
-
     def _on_paint(self, event) -> None:
         if self.session is not None and self.session.on_paint(event.value):
             self.update_review()
@@ -516,6 +522,7 @@ class DiffSegWidget(QWidget):
     def _frame_changed(self, event=None) -> None:
         if self.session is not None:
             self.review.select_frame(self.current_frame())
+            self.reviewing.show_frame_status()
 
     def _toggle_uncertainty(self, visible: bool) -> None:
         if self.session is not None and self.session.uncertainty_layer is not None:
@@ -526,8 +533,12 @@ class DiffSegWidget(QWidget):
             self.session.labels_layer.contour = 2 if on else 0
 
     # -- saving ------------------------------------------------------------------------------
+    def _show_save_state(self, text: str) -> None:
+        self.save_label.setText(text)
+
     def schedule_save(self) -> None:
         self._watch_window()
+        self._show_save_state(UNSAVED)
         self._autosave.start()
 
     def save_async(self):
@@ -539,8 +550,11 @@ class DiffSegWidget(QWidget):
             return None
         snapshot = self.session.snapshot()
         session = self.session
+        self._show_save_state(SAVING)
+
         def failed(exc):
             session.mark_dirty_again(snapshot)
+            self._show_save_state(f"{NOT_SAVED}: {exc}")
             show_error(f"autosave failed: {exc}; your labels are still in the viewer, "
                        "export them or fix the folder")
 
@@ -549,6 +563,9 @@ class DiffSegWidget(QWidget):
             if self._save_again:
                 self._save_again = False
                 self.save_async()
+            elif session is self.session and not self.save_label.text().startswith(NOT_SAVED):
+                pending = session.dirty or self._autosave.isActive()
+                self._show_save_state(UNSAVED if pending else SAVED)
 
         worker = create_worker(_jobs.save_job, snapshot, _start_thread=False,
                                _connect={"errored": failed, "finished": finished})
@@ -571,8 +588,10 @@ class DiffSegWidget(QWidget):
             _jobs.save_job(snapshot)
         except (OSError, ValueError) as exc:
             self.session.mark_dirty_again(snapshot)
+            self._show_save_state(f"{NOT_SAVED}: {exc}")
             show_error(f"could not save the project: {exc}")
             return False
+        self._show_save_state(SAVED)
         return True
 
     # -- fine-tuning -------------------------------------------------------------------------
@@ -741,9 +760,5 @@ class DiffSegWidget(QWidget):
         if self._control is not None and self._control.process is not None:
             self._control.process.kill()
         self.save_now(force=True)
-        for key in (KEY_NEXT, KEY_VERIFY):
-            try:
-                self.viewer.bind_key(key, None)
-            except (KeyError, ValueError):
-                pass
+        self.reviewing.unbind_keys()
 
