@@ -95,6 +95,7 @@ class DiffSegWidget(QWidget):
         self._seg_started = 0.0
         self._device_text = "?"
         self.last_checkpoint: str | None = None
+        self._resegmenting = False  # the running segmentation came from the Fine-tune tab
         self.reviewing = ReviewController(self)
         self._build_ui()
         self._autosave = QTimer(self)
@@ -151,6 +152,7 @@ class DiffSegWidget(QWidget):
         self.finetune.pause_button.toggled.connect(self._pause_finetune)
         on_click(self.finetune.stop_button, self.stop_finetune)
         on_click(self.finetune.resegment_button, self.resegment_with_new_model)
+        on_click(self.finetune.reseg_cancel_button, self.cancel_segmentation)
         self.tabs.addTab(self.finetune, "Fine-tune")
         self.tabs.addTab(self._build_export_tab(), "Export")
         layout.addWidget(self.tabs)
@@ -429,6 +431,7 @@ class DiffSegWidget(QWidget):
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.finetune.resegment_button.setEnabled(not running and bool(self.last_checkpoint))
+        self.finetune.show_resegmenting(running and self._resegmenting)
 
     def _on_segment_item(self, item) -> None:
         session = self.session
@@ -451,6 +454,8 @@ class DiffSegWidget(QWidget):
             return
         session.apply_chunk(item)
         self.seg_progress.setValue(item.done)
+        self.finetune.reseg_progress.setRange(0, item.total)
+        self.finetune.reseg_progress.setValue(item.done)
         elapsed = time.perf_counter() - self._seg_started
         rate = item.elapsed_s / max(item.done, 1)
         left = rate * (item.total - item.done)
@@ -478,6 +483,7 @@ class DiffSegWidget(QWidget):
             self.seg_status.setText(
                 f"done: {total} frames in {time.perf_counter() - self._seg_started:.1f} s")
         self.segment_worker = None
+        self._resegmenting = False
         self._set_segmenting(False)
         if self.session is not None and self.session.dirty:
             self.schedule_save()
@@ -636,6 +642,7 @@ class DiffSegWidget(QWidget):
         self.finetune.progress.setRange(0, options["iterations"])
         self.finetune.progress.setValue(0)
         self.finetune.status.setText("preparing the training data…")
+        self.finetune.val_frames.setText("")
         self.finetune.set_running(True)
         self._finetune_output = str(output)
         worker.start()
@@ -660,6 +667,16 @@ class DiffSegWidget(QWidget):
             panel.status.setText(event["message"])
         elif kind == "started":
             panel.status.setText(f"training on {event.get('device', '?')}…")
+        elif kind == "validation_frames":
+            frames = event["frames"]
+            panel.val_frames.setText(
+                f"frame{'s' if len(frames) > 1 else ''} {', '.join(map(str, frames))} "
+                "(validation only, not trained on)" if frames
+                else "none: every verified frame is trained on (no validation Dice)")
+        elif kind == "validation_before":
+            panel.plot.set_before(event["val_dice"])
+            panel.status.setText(f"validation Dice before training {event['val_dice']:.3f}; "
+                                 "training…")
         elif kind == "progress":
             panel.progress.setValue(int(event["iteration"]))
             panel.plot.add(int(event["iteration"]), event["losses"].get("total"),
@@ -673,11 +690,14 @@ class DiffSegWidget(QWidget):
             panel.status.setText(f"checkpoint saved: {event['path']}")
         elif kind == "done":
             self.last_checkpoint = event["path"]
-            best = event.get("best_val_dice")
+            best, before = event.get("best_val_dice"), event.get("val_dice_before")
             how = "stopped" if event.get("stopped") else "finished"
-            panel.status.setText(
-                f"{how}: checkpoint {event['path']}"
-                + (f" (best validation Dice {best:.3f})" if best is not None else ""))
+            dice = ""
+            if best is not None:
+                dice = f"best validation Dice {best:.3f}" + (
+                    f", {before:.3f} before training" if before is not None else "")
+            panel.status.setText(f"{how}: checkpoint {event['path']}"
+                                 + (f" ({dice})" if dice else ""))
             show_info(f"fine-tuning {how}; the new model is {event['path']}")
         elif kind == "error":
             show_error(f"fine-tuning failed: {event['message']}")
@@ -699,7 +719,14 @@ class DiffSegWidget(QWidget):
             show_warning("fine-tune first")
             return None
         self.model_edit.setText(self.last_checkpoint)
-        return self.start_segmentation("unverified", self.last_checkpoint)
+        self._resegmenting = True
+        self.finetune.reseg_progress.setValue(0)
+        worker = self.start_segmentation("unverified", self.last_checkpoint)
+        if worker is None:
+            self._resegmenting = False
+        else:
+            self.finetune.reseg_progress.setRange(0, self.seg_progress.maximum())
+        return worker
 
     # -- export ------------------------------------------------------------------------------
     def _export_args(self):
