@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 
 BUNDLED = "bundled"
 AUTOSAVE_DELAY_MS = 2000
+#: results arriving faster than this are shown together: one table, progress bar and status
+#: update on the Qt thread per interval, however many frames the worker sends
+SEGMENT_UI_INTERVAL_MS = 250
 __all__ = ["KEY_NEXT", "KEY_VERIFY", "DiffSegWidget"]
 
 #: what the autosave indicator says
@@ -102,6 +105,11 @@ class DiffSegWidget(QWidget):
         self._autosave.setSingleShot(True)
         self._autosave.setInterval(AUTOSAVE_DELAY_MS)
         self._autosave.timeout.connect(self.save_async)
+        self._last_chunk = None
+        self._segment_ui = QTimer(self)
+        self._segment_ui.setSingleShot(True)
+        self._segment_ui.setInterval(SEGMENT_UI_INTERVAL_MS)
+        self._segment_ui.timeout.connect(self._show_segment_progress)
         self._close_watcher = _CloseWatcher(self)
         self._watched_window = None
         self._connected_labels: list = []
@@ -452,7 +460,18 @@ class DiffSegWidget(QWidget):
             self.seg_status.setText(f"segmenting on {item.device}…")
             self._device_text = item.device
             return
-        session.apply_chunk(item)
+        session.apply_chunk(item, shown=self.current_frame())
+        self._last_chunk = item
+        if not self._segment_ui.isActive():
+            self._segment_ui.start()
+
+    def _show_segment_progress(self) -> None:
+        """Progress, status, table and autosave for the chunks received since the last call
+        (see SEGMENT_UI_INTERVAL_MS)."""
+        item, self._last_chunk = self._last_chunk, None
+        self._segment_ui.stop()
+        if item is None or self.session is None:
+            return
         self.seg_progress.setValue(item.done)
         self.finetune.reseg_progress.setRange(0, item.total)
         self.finetune.reseg_progress.setValue(item.done)
@@ -475,6 +494,7 @@ class DiffSegWidget(QWidget):
         self.seg_status.setText(f"failed: {_describe_error(exc)}")
 
     def _on_segment_finished(self) -> None:
+        self._show_segment_progress()
         done = self.seg_progress.value()
         total = self.seg_progress.maximum()
         if self._stop.is_set():

@@ -187,9 +187,12 @@ class AnnotationSession:
         """True for frames whose labels came from the user (verified or painted)."""
         return frame in self.state.verified or frame in self.state.edited
 
-    def apply_chunk(self, chunk) -> list[int]:
+    def apply_chunk(self, chunk, shown: int | None = None) -> list[int]:
         """Put a :class:`~napari_diffseg.engine.inference.SegmentChunk` into the layers;
-        labels of protected frames are left as the user made them. Returns updated frames."""
+        labels of protected frames are left as the user made them. Returns updated frames.
+        With `shown` (the frame on screen) the layers are redrawn only when the chunk holds
+        it: napari reads the others from the data when the user goes there, and each redraw
+        costs the Qt thread a texture upload."""
         self.ensure_layers()
         labels = self.labels_layer.data
         unc = self.uncertainty_layer.data
@@ -210,8 +213,9 @@ class AnnotationSession:
             labels[frame] = chunk.labels[k]
             written.append(frame)
             self.dirty_frames.add(frame)
-        self.labels_layer.refresh()
-        self.uncertainty_layer.refresh()
+        if shown is None or shown in np.asarray(chunk.indices).tolist():
+            self.labels_layer.refresh()
+            self.uncertainty_layer.refresh()
         self.dirty_state = self.dirty_uncertainty = True
         return written
 

@@ -181,3 +181,17 @@ def test_playback_runs_at_the_video_s_frame_rate(make_napari_viewer, qtbot, vide
 
     qtbot.waitUntil(lambda: time_sliders() and all(s.fps == 12 for s in time_sliders()),
                     timeout=2_000)
+
+
+def test_frames_segmented_off_screen_show_when_visited(qtbot, segmented):
+    """The layers are redrawn only for chunks holding the frame on screen (each redraw
+    stalls the Qt thread); napari shows the others from the data when the user goes there."""
+    import numpy as np
+
+    viewer, dock, _ = segmented
+    labels = labels_of(viewer, "run1")
+    unc = viewer.layers["run1 uncertainty"]
+    for frame in (5, 0, 7):
+        dock.go_to_frame(frame)
+        np.testing.assert_array_equal(np.asarray(labels._slice.image.raw), labels.data[frame])
+        np.testing.assert_allclose(np.asarray(unc._slice.image.raw), unc.data[frame])
