@@ -16,6 +16,8 @@ no ``if __name__ == "__main__":`` guard. No Qt or napari import here::
 Events are plain picklable, JSON-friendly dicts, in this order:
 
 - ``{"kind": "started", "device": "cpu (2 threads)", "iterations": 500, "output": path}``
+- ``{"kind": "validation_before", "val_dice": float}`` when validating a model fine-tuned from
+  ``init``: the Dice of the initial weights, by the same routine as the later validations;
 - ``{"kind": "progress", "iteration", "total", "losses": {name: float}, "val_dice": float |
   None, "elapsed_s"}`` after every iteration (``val_dice`` only where validation ran);
 - ``{"kind": "checkpoint", "path", "iteration", "val_dice", "best": bool}`` whenever a file is
@@ -23,7 +25,8 @@ Events are plain picklable, JSON-friendly dicts, in this order:
 - ``{"kind": "paused", "iteration"}`` / ``{"kind": "resumed", "iteration"}``;
 - ``{"kind": "log", "level", "message"}`` for warnings logged by the training code;
 - exactly one final ``{"kind": "done", "path", "metrics", "stopped", "best_val_dice",
-  "best_iteration"}`` or ``{"kind": "error", "message", "error_type", "detail"}``.
+  "best_iteration", "val_dice_before"}`` or ``{"kind": "error", "message", "error_type",
+  "detail"}``.
 
 Files: ``request.output`` holds the weights with the best validation Dice when there is a
 validation set, else the last weights; it is always written atomically (a reader never sees a
@@ -57,11 +60,12 @@ from napari_diffseg.data.sequences import SparseDataset, normalise_gray
 from napari_diffseg.engine.checkpoint import (
     Checkpoint,
     CheckpointError,
+    build_model,
     load_checkpoint,
     save_checkpoint,
 )
 from napari_diffseg.engine.device import device_description, resolve_device
-from napari_diffseg.engine.training import TrainOptions, TrainProgress, train
+from napari_diffseg.engine.training import TrainOptions, TrainProgress, train, validation_dice
 from napari_diffseg.model import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -95,6 +99,21 @@ def _gray(frames: np.ndarray, what: str, normalisation: dict | None) -> np.ndarr
         raise ValueError(f"{what} should be frames x height x width (or x 3 for colour), "
                          f"got shape {x.shape}")
     return normalise_gray(x, normalisation)
+
+
+def held_out_frames(verified: Iterable[int], val_fraction: float, seed: int = 0) -> list[int]:
+    """The verified frames :func:`build_finetune_data` holds out for validation: none for
+    ``val_fraction`` 0, else ``max(1, round(val_fraction * n))`` of the n verified frames but
+    at least one left for training; a deterministic function of `seed` and `verified`."""
+    chosen = sorted({int(i) for i in verified})
+    if val_fraction <= 0 or not chosen:
+        return []
+    n_val = min(max(1, round(val_fraction * len(chosen))), len(chosen) - 1)
+    if n_val == 0:
+        logger.warning("only 1 verified frame: no validation set, it is used for training")
+        return []
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(chosen, size=n_val, replace=False))
 
 
 def build_finetune_data(
@@ -163,13 +182,7 @@ def build_finetune_data(
             raise ValueError(f"frame {i} has label value(s) {unknown} that are not classes "
                              f"({', '.join(f'{k} {v}' for k, v in sorted(names.items()))}): "
                              "erase them or add the class")
-    held_out: list[int] = []
-    if val_fraction > 0:
-        n_val = min(max(1, round(val_fraction * len(chosen))), len(chosen) - 1)
-        if n_val == 0:
-            logger.warning("only 1 verified frame: no validation set, it is used for training")
-        rng = np.random.default_rng(seed)
-        held_out = sorted(int(i) for i in rng.choice(chosen, size=n_val, replace=False))
+    held_out = held_out_frames(chosen, val_fraction, seed)
     video = _gray(raw, "the video", normalisation)
     train_set = SparseDataset(classes=dict(names), sequences=[name], source=name)
     labelled = set(chosen) - set(held_out)
@@ -358,6 +371,13 @@ def run_finetune(
         logger.warning("a validation set was given but options.val_every is 0: not validating")
     emit({"kind": "started", "device": device_description(resolve_device(opts.device)),
           "iterations": opts.iterations, "output": str(request.output)})
+    before = None
+    if validating and init is not None:
+        model = build_model(init, resolve_device(opts.device))
+        before = validation_dice(model, request.val, opts.timesteps, opts.val_steps,
+                                 opts.val_samples, opts.seed)
+        del model
+        emit({"kind": "validation_before", "val_dice": before})
     saver = _Saver(request, validating, emit)
     last = {"iteration": 0}
 
@@ -384,7 +404,7 @@ def run_finetune(
     metrics = saver.finish(result.checkpoint)
     done = {"kind": "done", "path": str(request.output), "metrics": metrics,
             "stopped": bool(result.stopped_early), "best_val_dice": saver.best,
-            "best_iteration": saver.best_iteration}
+            "best_iteration": saver.best_iteration, "val_dice_before": before}
     emit(done)
     return done
 

@@ -35,7 +35,8 @@ from napari_diffseg.io import ReadError
 
 from . import _jobs, _videos
 from ._finetune_panel import FinetunePanel
-from ._review import ReviewPanel
+from ._review import KEY_NEXT, KEY_VERIFY, ReviewPanel
+from ._review_control import ReviewController
 from ._session import OWNER_KEY, AnnotationSession
 from ._signals import on_click
 
@@ -43,8 +44,13 @@ logger = logging.getLogger(__name__)
 
 BUNDLED = "bundled"
 AUTOSAVE_DELAY_MS = 2000
-KEY_NEXT = "U"
-KEY_VERIFY = "K"
+#: results arriving faster than this are shown together: one table, progress bar and status
+#: update on the Qt thread per interval, however many frames the worker sends
+SEGMENT_UI_INTERVAL_MS = 250
+__all__ = ["KEY_NEXT", "KEY_VERIFY", "DiffSegWidget"]
+
+#: what the autosave indicator says
+SAVED, SAVING, UNSAVED, NOT_SAVED = "saved", "saving…", "unsaved changes", "not saved"
 
 
 def _bundled_model_path() -> Path:
@@ -92,11 +98,18 @@ class DiffSegWidget(QWidget):
         self._seg_started = 0.0
         self._device_text = "?"
         self.last_checkpoint: str | None = None
+        self._resegmenting = False  # the running segmentation came from the Fine-tune tab
+        self.reviewing = ReviewController(self)
         self._build_ui()
         self._autosave = QTimer(self)
         self._autosave.setSingleShot(True)
         self._autosave.setInterval(AUTOSAVE_DELAY_MS)
         self._autosave.timeout.connect(self.save_async)
+        self._last_chunk = None
+        self._segment_ui = QTimer(self)
+        self._segment_ui.setSingleShot(True)
+        self._segment_ui.setInterval(SEGMENT_UI_INTERVAL_MS)
+        self._segment_ui.timeout.connect(self._show_segment_progress)
         self._close_watcher = _CloseWatcher(self)
         self._watched_window = None
         self._connected_labels: list = []
@@ -105,8 +118,7 @@ class DiffSegWidget(QWidget):
         self.viewer.layers.events.inserted.connect(self._layer_inserted)
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.viewer.dims.events.current_step.connect(self._frame_changed)
-        self.viewer.bind_key(KEY_NEXT, self._key_next, overwrite=True)
-        self.viewer.bind_key(KEY_VERIFY, self._key_verify, overwrite=True)
+        self.reviewing.bind_keys()
         self._refresh_layer_choices()
 
     # -- UI ----------------------------------------------------------------------------------
@@ -126,12 +138,19 @@ class DiffSegWidget(QWidget):
         self.project_label = QLabel("")
         self.project_label.setWordWrap(True)
         top.addRow("Project", self.project_label)
+        self.save_label = QLabel("")
+        self.save_label.setToolTip("the project is saved automatically two seconds after each "
+                                   "change and when napari closes")
+        top.addRow("Autosave", self.save_label)
         layout.addLayout(top)
         self.tabs = QTabWidget()
         self.tabs.addTab(self._build_segment_tab(), "Segment")
         self.review = ReviewPanel()
         self.review.frame_clicked.connect(self.go_to_frame)
         on_click(self.review.next_button, self.next_uncertain)
+        on_click(self.review.previous_button, self.reviewing.previous_uncertain)
+        on_click(self.review.next_unverified_button, self.reviewing.next_unverified)
+        self.review.legend.class_chosen.connect(self.reviewing.choose_class)
         on_click(self.review.verify_button, self.toggle_verified)
         self.review.show_uncertainty.toggled.connect(self._toggle_uncertainty)
         self.review.contours.toggled.connect(self._toggle_contours)
@@ -141,6 +160,7 @@ class DiffSegWidget(QWidget):
         self.finetune.pause_button.toggled.connect(self._pause_finetune)
         on_click(self.finetune.stop_button, self.stop_finetune)
         on_click(self.finetune.resegment_button, self.resegment_with_new_model)
+        on_click(self.finetune.reseg_cancel_button, self.cancel_segmentation)
         self.tabs.addTab(self.finetune, "Fine-tune")
         self.tabs.addTab(self._build_export_tab(), "Export")
         layout.addWidget(self.tabs)
@@ -311,6 +331,8 @@ class DiffSegWidget(QWidget):
             self.session.ensure_layers()
             self._connect_labels()
         self.project_label.setText(str(self.session.project_dir))
+        self._show_save_state(UNSAVED if self.session.dirty else SAVED)
+        QTimer.singleShot(0, self.reviewing.apply_frame_rate)  # once napari has the slider
         self.finetune.output.setText(str(self.session.project_dir / "models" / "finetuned.pt"))
         self.update_review()
 
@@ -331,6 +353,7 @@ class DiffSegWidget(QWidget):
 
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self._watch_window()
+        QTimer.singleShot(0, self.reviewing.apply_frame_rate)  # once docked in napari's window
         super().showEvent(event)
 
     def _open_dialog(self) -> None:
@@ -416,6 +439,7 @@ class DiffSegWidget(QWidget):
         self.run_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.finetune.resegment_button.setEnabled(not running and bool(self.last_checkpoint))
+        self.finetune.show_resegmenting(running and self._resegmenting)
 
     def _on_segment_item(self, item) -> None:
         session = self.session
@@ -436,8 +460,21 @@ class DiffSegWidget(QWidget):
             self.seg_status.setText(f"segmenting on {item.device}…")
             self._device_text = item.device
             return
-        session.apply_chunk(item)
+        session.apply_chunk(item, shown=self.current_frame())
+        self._last_chunk = item
+        if not self._segment_ui.isActive():
+            self._segment_ui.start()
+
+    def _show_segment_progress(self) -> None:
+        """Progress, status, table and autosave for the chunks received since the last call
+        (see SEGMENT_UI_INTERVAL_MS)."""
+        item, self._last_chunk = self._last_chunk, None
+        self._segment_ui.stop()
+        if item is None or self.session is None:
+            return
         self.seg_progress.setValue(item.done)
+        self.finetune.reseg_progress.setRange(0, item.total)
+        self.finetune.reseg_progress.setValue(item.done)
         elapsed = time.perf_counter() - self._seg_started
         rate = item.elapsed_s / max(item.done, 1)
         left = rate * (item.total - item.done)
@@ -457,6 +494,7 @@ class DiffSegWidget(QWidget):
         self.seg_status.setText(f"failed: {_describe_error(exc)}")
 
     def _on_segment_finished(self) -> None:
+        self._show_segment_progress()
         done = self.seg_progress.value()
         total = self.seg_progress.maximum()
         if self._stop.is_set():
@@ -465,6 +503,7 @@ class DiffSegWidget(QWidget):
             self.seg_status.setText(
                 f"done: {total} frames in {time.perf_counter() - self._seg_started:.1f} s")
         self.segment_worker = None
+        self._resegmenting = False
         self._set_segmenting(False)
         if self.session is not None and self.session.dirty:
             self.schedule_save()
@@ -473,6 +512,11 @@ class DiffSegWidget(QWidget):
     def update_review(self) -> None:
         if self.session is not None:
             self.review.update_from(self.session.state, self.current_frame())
+            self.reviewing.refresh_legend()
+        self.reviewing.show_frame_status()
+
+    def notify_info(self, message: str) -> None:
+        show_info(message)
 
     def go_to_frame(self, frame: int) -> None:
         step = list(self.viewer.dims.current_step)
@@ -481,14 +525,8 @@ class DiffSegWidget(QWidget):
             self.viewer.dims.current_step = tuple(step)
 
     def next_uncertain(self) -> int | None:
-        if self.session is None:
-            return None
-        frame = self.session.next_uncertain(after=self.current_frame())
-        if frame is None:
-            show_info("no unverified segmented frame left")
-            return None
-        self.go_to_frame(frame)
-        return frame
+        """U: see :class:`ReviewController` (previous_uncertain, next_unverified too)."""
+        return self.reviewing.next_uncertain()
 
     def toggle_verified(self, frame: int | None = None) -> bool | None:
         """Mark the frame (default: current) verified, or unverify it; returns the new flag."""
@@ -502,12 +540,6 @@ class DiffSegWidget(QWidget):
         self.schedule_save()
         return verified
 
-    def _key_next(self, viewer) -> None:
-        self.next_uncertain()
-
-    def _key_verify(self, viewer) -> None:
-        self.toggle_verified()
-
     def _on_paint(self, event) -> None:
         if self.session is not None and self.session.on_paint(event.value):
             self.update_review()
@@ -516,6 +548,7 @@ class DiffSegWidget(QWidget):
     def _frame_changed(self, event=None) -> None:
         if self.session is not None:
             self.review.select_frame(self.current_frame())
+            self.reviewing.show_frame_status()
 
     def _toggle_uncertainty(self, visible: bool) -> None:
         if self.session is not None and self.session.uncertainty_layer is not None:
@@ -526,8 +559,12 @@ class DiffSegWidget(QWidget):
             self.session.labels_layer.contour = 2 if on else 0
 
     # -- saving ------------------------------------------------------------------------------
+    def _show_save_state(self, text: str) -> None:
+        self.save_label.setText(text)
+
     def schedule_save(self) -> None:
         self._watch_window()
+        self._show_save_state(UNSAVED)
         self._autosave.start()
 
     def save_async(self):
@@ -539,8 +576,11 @@ class DiffSegWidget(QWidget):
             return None
         snapshot = self.session.snapshot()
         session = self.session
+        self._show_save_state(SAVING)
+
         def failed(exc):
             session.mark_dirty_again(snapshot)
+            self._show_save_state(f"{NOT_SAVED}: {exc}")
             show_error(f"autosave failed: {exc}; your labels are still in the viewer, "
                        "export them or fix the folder")
 
@@ -549,6 +589,9 @@ class DiffSegWidget(QWidget):
             if self._save_again:
                 self._save_again = False
                 self.save_async()
+            elif session is self.session and not self.save_label.text().startswith(NOT_SAVED):
+                pending = session.dirty or self._autosave.isActive()
+                self._show_save_state(UNSAVED if pending else SAVED)
 
         worker = create_worker(_jobs.save_job, snapshot, _start_thread=False,
                                _connect={"errored": failed, "finished": finished})
@@ -571,8 +614,10 @@ class DiffSegWidget(QWidget):
             _jobs.save_job(snapshot)
         except (OSError, ValueError) as exc:
             self.session.mark_dirty_again(snapshot)
+            self._show_save_state(f"{NOT_SAVED}: {exc}")
             show_error(f"could not save the project: {exc}")
             return False
+        self._show_save_state(SAVED)
         return True
 
     # -- fine-tuning -------------------------------------------------------------------------
@@ -617,6 +662,7 @@ class DiffSegWidget(QWidget):
         self.finetune.progress.setRange(0, options["iterations"])
         self.finetune.progress.setValue(0)
         self.finetune.status.setText("preparing the training data…")
+        self.finetune.val_frames.setText("")
         self.finetune.set_running(True)
         self._finetune_output = str(output)
         worker.start()
@@ -641,6 +687,16 @@ class DiffSegWidget(QWidget):
             panel.status.setText(event["message"])
         elif kind == "started":
             panel.status.setText(f"training on {event.get('device', '?')}…")
+        elif kind == "validation_frames":
+            frames = event["frames"]
+            panel.val_frames.setText(
+                f"frame{'s' if len(frames) > 1 else ''} {', '.join(map(str, frames))} "
+                "(validation only, not trained on)" if frames
+                else "none: every verified frame is trained on (no validation Dice)")
+        elif kind == "validation_before":
+            panel.plot.set_before(event["val_dice"])
+            panel.status.setText(f"validation Dice before training {event['val_dice']:.3f}; "
+                                 "training…")
         elif kind == "progress":
             panel.progress.setValue(int(event["iteration"]))
             panel.plot.add(int(event["iteration"]), event["losses"].get("total"),
@@ -654,11 +710,14 @@ class DiffSegWidget(QWidget):
             panel.status.setText(f"checkpoint saved: {event['path']}")
         elif kind == "done":
             self.last_checkpoint = event["path"]
-            best = event.get("best_val_dice")
+            best, before = event.get("best_val_dice"), event.get("val_dice_before")
             how = "stopped" if event.get("stopped") else "finished"
-            panel.status.setText(
-                f"{how}: checkpoint {event['path']}"
-                + (f" (best validation Dice {best:.3f})" if best is not None else ""))
+            dice = ""
+            if best is not None:
+                dice = f"best validation Dice {best:.3f}" + (
+                    f", {before:.3f} before training" if before is not None else "")
+            panel.status.setText(f"{how}: checkpoint {event['path']}"
+                                 + (f" ({dice})" if dice else ""))
             show_info(f"fine-tuning {how}; the new model is {event['path']}")
         elif kind == "error":
             show_error(f"fine-tuning failed: {event['message']}")
@@ -680,7 +739,14 @@ class DiffSegWidget(QWidget):
             show_warning("fine-tune first")
             return None
         self.model_edit.setText(self.last_checkpoint)
-        return self.start_segmentation("unverified", self.last_checkpoint)
+        self._resegmenting = True
+        self.finetune.reseg_progress.setValue(0)
+        worker = self.start_segmentation("unverified", self.last_checkpoint)
+        if worker is None:
+            self._resegmenting = False
+        else:
+            self.finetune.reseg_progress.setRange(0, self.seg_progress.maximum())
+        return worker
 
     # -- export ------------------------------------------------------------------------------
     def _export_args(self):
@@ -741,9 +807,5 @@ class DiffSegWidget(QWidget):
         if self._control is not None and self._control.process is not None:
             self._control.process.kill()
         self.save_now(force=True)
-        for key in (KEY_NEXT, KEY_VERIFY):
-            try:
-                self.viewer.bind_key(key, None)
-            except (KeyError, ValueError):
-                pass
+        self.reviewing.unbind_keys()
 

@@ -47,6 +47,11 @@ class FinetunePanel(QWidget):
             "checkpoint by that Dice is kept (0: keep the last one)"
         )
         form.addRow("Validation share", self.val_fraction)
+        self.val_frames = QLabel("")
+        self.val_frames.setWordWrap(True)
+        self.val_frames.setToolTip("verified frames held out of training to measure the "
+                                   "validation Dice")
+        form.addRow("Held out", self.val_frames)
         self.output = QLineEdit()
         self.output.setToolTip("the new checkpoint is written here")
         browse = QPushButton("…")
@@ -89,8 +94,23 @@ class FinetunePanel(QWidget):
         self.resegment_button = QPushButton("Re-segment unverified frames with the new model")
         self.resegment_button.setEnabled(False)
         layout.addWidget(self.resegment_button)
+        reseg_row = QHBoxLayout()
+        self.reseg_progress = QProgressBar()
+        self.reseg_progress.setFormat("re-segmenting: %v / %m frames")
+        self.reseg_cancel_button = QPushButton("Cancel")
+        self.reseg_cancel_button.setToolTip("stop the re-segmentation after the current frame")
+        reseg_row.addWidget(self.reseg_progress, 1)
+        reseg_row.addWidget(self.reseg_cancel_button)
+        layout.addLayout(reseg_row)
+        self.show_resegmenting(False)
         layout.addStretch(1)
         self.set_running(False)
+
+    def show_resegmenting(self, running: bool) -> None:
+        """The re-segmentation's progress bar and Cancel, shown while it runs."""
+        self.reseg_progress.setVisible(running)
+        self.reseg_cancel_button.setVisible(running)
+        self.reseg_cancel_button.setEnabled(running)
 
     def set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)

@@ -111,12 +111,14 @@ def finetune_job(
 ):
     """Build the training set (verified frames labelled, every other frame and the extra
     videos unlabelled), run the training in a child process and yield its events (dicts:
-    started / progress / checkpoint / done / error)."""
+    validation_frames (the held-out verified frames) / started / validation_before / progress
+    / checkpoint / done / error)."""
     from napari_diffseg.engine.checkpoint import load_checkpoint
     from napari_diffseg.engine.finetune import (
         FinetuneProcess,
         FinetuneRequest,
         build_finetune_data,
+        held_out_frames,
     )
     from napari_diffseg.engine.training import TrainOptions
     from napari_diffseg.io import read
@@ -135,6 +137,8 @@ def finetune_job(
         extra.append(read(path).frames)
         if control.stop_requested:
             return
+    # the same frames build_finetune_data holds out (same default seed)
+    yield {"kind": "validation_frames", "frames": held_out_frames(verified, val_fraction)}
     data, val = build_finetune_data(
         frames, labels, verified, classes=classes, normalisation=normalisation,
         extra_unlabelled=extra, val_fraction=val_fraction,

@@ -31,6 +31,12 @@ logger = logging.getLogger(__name__)
 #: metadata key marking the layers this plugin made (so it never touches the user's own)
 OWNER_KEY = "napari_diffseg"
 
+#: a frame's review status, as the table, the strip and the canvas show it
+STATUS_VERIFIED = "verified"
+STATUS_EDITED = "edited"
+STATUS_PROPOSED = "proposed"
+STATUS_NONE = "-"
+
 
 def image_source(layer) -> Path | None:
     """The file or folder an image layer was read from, if known."""
@@ -51,6 +57,17 @@ def frames_of(layer) -> np.ndarray:
             f"layer {layer.name!r} has {ndim} dimensions; a video is (frames, height, width)"
         )
     return data
+
+
+def frame_status(state: ProjectState, frame: int) -> str:
+    """A frame's STATUS_*: verified beats edited (painted) beats proposed (segmented)."""
+    if frame in state.verified:
+        return STATUS_VERIFIED
+    if frame in state.edited:
+        return STATUS_EDITED
+    if frame in state.segmented:
+        return STATUS_PROPOSED
+    return STATUS_NONE
 
 
 def frames_in_atom(atom, n_frames: int) -> set[int]:
@@ -170,9 +187,12 @@ class AnnotationSession:
         """True for frames whose labels came from the user (verified or painted)."""
         return frame in self.state.verified or frame in self.state.edited
 
-    def apply_chunk(self, chunk) -> list[int]:
+    def apply_chunk(self, chunk, shown: int | None = None) -> list[int]:
         """Put a :class:`~napari_diffseg.engine.inference.SegmentChunk` into the layers;
-        labels of protected frames are left as the user made them. Returns updated frames."""
+        labels of protected frames are left as the user made them. Returns updated frames.
+        With `shown` (the frame on screen) the layers are redrawn only when the chunk holds
+        it: napari reads the others from the data when the user goes there, and each redraw
+        costs the Qt thread a texture upload."""
         self.ensure_layers()
         labels = self.labels_layer.data
         unc = self.uncertainty_layer.data
@@ -193,8 +213,9 @@ class AnnotationSession:
             labels[frame] = chunk.labels[k]
             written.append(frame)
             self.dirty_frames.add(frame)
-        self.labels_layer.refresh()
-        self.uncertainty_layer.refresh()
+        if shown is None or shown in np.asarray(chunk.indices).tolist():
+            self.labels_layer.refresh()
+            self.uncertainty_layer.refresh()
         self.dirty_state = self.dirty_uncertainty = True
         return written
 
@@ -227,6 +248,30 @@ class AnnotationSession:
         if after is not None and len(ranking) > 1 and ranking[0] == after:
             return ranking[1]
         return ranking[0]
+
+    def step_uncertain(self, frame: int, step: int) -> int | None:
+        """The unverified frame just below (`step` +1, less uncertain) or just above (-1, more
+        uncertain) `frame` in the uncertainty ranking; None past either end or when `frame`
+        has no score. `frame` itself may be verified (just verified: the walk goes on)."""
+        scored = [i for i in self.state.ranking() if self.state.frame_scores[i] is not None]
+        if frame not in scored:
+            return None
+        at = scored.index(frame)
+        verified = set(self.state.verified)
+        side = scored[at + 1:] if step > 0 else scored[:at][::-1]
+        return next((i for i in side if i not in verified), None)
+
+    def next_unverified(self, after: int) -> int | None:
+        """The next frame in time after `after` that is not verified (from the start again
+        past the last frame); None when every frame is verified."""
+        t = self.shape[0]
+        verified = set(self.state.verified)
+        return next(((after + k) % t for k in range(1, t + 1)
+                     if (after + k) % t not in verified), None)
+
+    def status(self, frame: int) -> str:
+        """"verified", "edited" (painted, not verified), "proposed" (the model's) or "-"."""
+        return frame_status(self.state, frame)
 
     # -- persistence -----------------------------------------------------------------------
     @property

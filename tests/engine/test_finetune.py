@@ -22,6 +22,7 @@ from napari_diffseg.engine.finetune import (
     FinetuneRequest,
     build_finetune_data,
     error_event,
+    held_out_frames,
     last_path,
     run_finetune,
 )
@@ -145,6 +146,33 @@ def test_output_keeps_the_best_validation_weights(video, tmp_path):
     written = [(e["path"], e["iteration"]) for e in events if e["kind"] == "checkpoint"]
     assert (str(last_path(out)), 6) in written and (str(last_path(out)), 3) in written
     assert load_checkpoint(last_path(out)).metrics["iterations"] == 6
+
+
+def test_validation_before_training_is_reported(video, init_path, tmp_path):
+    """The Dice of the initial model, by the same routine, before the first iteration: what
+    the GUI shows beside the best Dice after; the held-out frames are the ones announced."""
+    verified = [0, 2, 4, 6]
+    held = held_out_frames(verified, 0.25)
+    assert held == held_out_frames(verified, 0.25) and len(held) == 1 and held[0] in verified
+    train, val = build_finetune_data(video.frames, video.labels, verified,
+                                     classes=video.classes, val_fraction=0.25)
+    assert len(val.images) == 1
+    np.testing.assert_array_equal(val.labels[0], video.labels[held[0]])
+    events: list[dict] = []
+    request = FinetuneRequest(train, val, options(iterations=2, val_every=2),
+                              str(tmp_path / "tuned.pt"), init=init_path)
+    done = run_finetune(request, events.append)
+    kinds = [e["kind"] for e in events]
+    assert kinds.index("validation_before") < kinds.index("progress")
+    before = next(e for e in events if e["kind"] == "validation_before")["val_dice"]
+    assert 0.0 <= before <= 1.0 or math.isnan(before)
+    assert done["val_dice_before"] == before
+    # no validation set: nothing to report
+    events.clear()
+    request = FinetuneRequest(train, None, options(iterations=1), str(tmp_path / "t2.pt"),
+                              init=init_path)
+    assert run_finetune(request, events.append)["val_dice_before"] is None
+    assert "validation_before" not in [e["kind"] for e in events]
 
 
 def test_errors_become_events_that_say_what_to_do(data, tmp_path):

@@ -1,0 +1,60 @@
+"""The Fine-tune tab tells what it validates on and how the model stood before training, and
+shows the re-segmentation it starts (progress and Cancel) where the user is (issue 16)."""
+
+from __future__ import annotations
+
+from conftest import labels_of
+from qtpy.QtCore import Qt
+from test_finetune_workflow import TRAIN_WAIT_MS
+from test_workflow import _dock, _segment
+
+from napari_diffseg.engine.finetune import held_out_frames
+
+
+def test_fine_tune_shows_held_out_frames_dice_before_and_resegments_in_its_tab(
+    make_napari_viewer, qtbot, video_file, tiny_checkpoint
+):
+    path, _, truth = video_file
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, path, tiny_checkpoint)
+    _segment(qtbot, dock)
+    labels = labels_of(viewer, "run1")
+    for frame in (0, 3, 6):
+        labels.data[frame] = truth[frame]
+        labels.paint((frame, 1, 1), int(truth[frame, 1, 1]))
+        dock.toggle_verified(frame)
+    panel = dock.finetune
+    dock.tabs.setCurrentWidget(panel)
+    panel.iterations.setValue(4)
+    panel.val_fraction.setValue(0.34)
+    qtbot.mouseClick(panel.start_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.finetune_worker is None, timeout=TRAIN_WAIT_MS)
+    events = dock._control.events
+    assert "error" not in [e["kind"] for e in events], events
+
+    (held,) = held_out_frames([0, 3, 6], 0.34)
+    assert f"frame {held} " in panel.val_frames.text()
+    before = next(e for e in events if e["kind"] == "validation_before")["val_dice"]
+    assert panel.plot.before == before
+    assert f"{before:.3f} before training" in panel.status.text()
+    assert "before" in panel.plot.legend_text()
+    ticks = panel.plot.ticks()
+    assert ticks["x"] == ["0", "2", "4"] and len(ticks["loss"]) == 3
+    assert ticks["dice"] == ["1", "0.5", "0"]
+    panel.plot.resize(400, 160)
+    panel.plot.grab()  # paints the axes without error
+
+    # re-segmenting from this tab shows its progress and Cancel here
+    assert panel.reseg_progress.isHidden() and panel.reseg_cancel_button.isHidden()
+    dock.steps_spin.setValue(10)
+    dock.samples_spin.setValue(16)
+    qtbot.mouseClick(panel.resegment_button, Qt.LeftButton)
+    assert dock.segment_worker is not None
+    assert not panel.reseg_progress.isHidden() and panel.reseg_cancel_button.isEnabled()
+    assert panel.reseg_progress.maximum() == 5  # 8 frames minus the 3 verified
+    qtbot.waitUntil(lambda: panel.reseg_progress.value() >= 1, timeout=60_000)
+    qtbot.mouseClick(panel.reseg_cancel_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.segment_worker is None, timeout=10_000)
+    assert panel.reseg_progress.isHidden()
+    assert "cancelled" in dock.seg_status.text()
+    assert dock.session.state.verified == [0, 3, 6]
