@@ -402,7 +402,7 @@ class _EventLogHandler(logging.Handler):
 
 
 def _child_main(request: FinetuneRequest, events: Any, pause: Any, stop: Any,
-                log_level: int) -> None:
+                log_level: int, run: Callable = run_finetune) -> None:
     """Entry point of the child process: run, and report every outcome as an event."""
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
@@ -418,7 +418,7 @@ def _child_main(request: FinetuneRequest, events: Any, pause: Any, stop: Any,
     try:
         if request.threads:
             torch.set_num_threads(int(request.threads))
-        run_finetune(request, events.put, should_stop, pause.is_set)
+        run(request, events.put, should_stop, pause.is_set)
     except (Exception, KeyboardInterrupt) as exc:
         logger.info("fine-tuning failed: %s", exc)  # not forwarded: the event has it all
         events.put(error_event(exc))
@@ -431,8 +431,13 @@ class FinetuneProcess:
     ``kill`` may be called from any thread while another iterates :meth:`events`.
     """
 
-    def __init__(self, request: FinetuneRequest, *, start_method: str = "spawn") -> None:
+    def __init__(self, request: FinetuneRequest, *, start_method: str = "spawn",
+                 run: Callable = run_finetune) -> None:
+        """``run``: what the child process calls, ``run(request, emit, should_stop,
+        is_paused)``, a module-level function (pickled by name), e.g.
+        :func:`napari_diffseg.engine.adapt.run_adapt` with an ``AdaptRequest``."""
         self.request = request
+        self._run = run
         self._ctx = mp.get_context(start_method)
         self._queue = self._ctx.Queue()
         self._pause = self._ctx.Event()
@@ -451,7 +456,7 @@ class FinetuneProcess:
         # itself when it sees the parent gone (killed), see _child_main
         self._process = self._ctx.Process(
             target=_child_main, name="napari-diffseg-finetune", daemon=True,
-            args=(self.request, self._queue, self._pause, self._stop, level))
+            args=(self.request, self._queue, self._pause, self._stop, level, self._run))
         self._process.start()
         logger.info("fine-tuning process %d started", self._process.pid)
 

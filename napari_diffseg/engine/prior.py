@@ -55,8 +55,10 @@ class PriorOptions:
 
     sigmas: Hessian scales. beta: Frangi's blobness constant (smaller: only very elongated
     structures). structure: the structureness constant of a scale as a multiple of its median
-    Hessian norm (larger: only stronger ridges). threshold: the mask's lowest vesselness (the
-    Otsu threshold of the response is used where it is higher). margin: the border band
+    Hessian norm (larger: only stronger ridges). threshold: the mask's lowest vesselness, the
+    low threshold of a hysteresis whose high one is twice it, or the Otsu threshold of the
+    responding pixels where that is higher (``otsu``); a flat noisy frame stays below 0.15
+    everywhere. margin: the border band
     (collimator edges, image frame) where the prior is zero. min_size: connected components of
     the mask with fewer pixels are removed (noise, small clips and dots). work_size: longest
     side of the frame the filter runs on.
@@ -65,7 +67,7 @@ class PriorOptions:
     sigmas: Sequence[float] = SIGMAS_AT_512
     beta: float = 0.5
     structure: float = 6.0
-    threshold: float = 0.3
+    threshold: float = 0.1
     margin: float = 12.0
     min_size: float = 150.0
     work_size: int = WORK_SIZE
