@@ -252,8 +252,9 @@ def run_adapt(
     """Adapt in this process (what the child process runs; :func:`adapt_to_video` wraps it).
 
     Emits the ``status`` events of the pseudo-labels, then the fine-tuning's events; returns
-    the ``done`` event, whose ``metrics`` also hold the pseudo-label statistics under
-    ``"pseudo_labels"``.
+    the ``done`` event. Its ``metrics``, and those of the checkpoint written, hold the
+    statistics of the pseudo-labels under ``"pseudo_labels"`` (frames, verified,
+    known_fraction, vessel_fraction, …).
     """
     try:
         data, stats = build_adapt_data(request, emit, should_stop)
@@ -268,19 +269,12 @@ def run_adapt(
     del init
     finetune = FinetuneRequest(data=data, val=None, options=options, output=request.output,
                                init=request.init, threads=request.threads,
-                               checkpoint_every=request.checkpoint_every)
+                               checkpoint_every=request.checkpoint_every,
+                               notes={"pseudo_labels": stats})
     emit({"kind": "status", "stage": "train", "done": 0, "total": options.iterations,
           "message": "training on the video…", "pseudo_labels": stats})
 
-    def forward(event: dict) -> None:
-        if event.get("kind") == "done":
-            event = {**event, "metrics": {**event["metrics"], "pseudo_labels": stats}}
-            result.update(event)
-        emit(event)
-
-    result: dict = {}
-    run_finetune(finetune, forward, should_stop, is_paused)
-    return result
+    return run_finetune(finetune, emit, should_stop, is_paused)
 
 
 def adapt_to_video(

@@ -203,6 +203,8 @@ class FinetuneRequest:
         threads: ``torch.set_num_threads`` in the child process (None: torch's default).
         checkpoint_every: also save the current weights every N iterations (0: only at
             validation improvements and at the end); see :func:`last_path`.
+        notes: JSON-friendly facts about the run added to the metrics of every checkpoint
+            written (e.g. the statistics of an adaptation's pseudo-labels).
     """
 
     data: SparseDataset
@@ -213,6 +215,7 @@ class FinetuneRequest:
     model_config: dict | None = None
     threads: int | None = None
     checkpoint_every: int = 0
+    notes: dict | None = None
 
 
 def last_path(output: str | Path) -> Path:
@@ -254,6 +257,7 @@ class _Saver:
         self.validating = validating
         self.every = max(0, request.checkpoint_every)
         self.emit = emit
+        self.notes = dict(request.notes or {})
         self.best: float | None = None
         self.best_iteration: int | None = None
         self.best_ckpt: Checkpoint | None = None
@@ -262,7 +266,8 @@ class _Saver:
     def _write(self, path: Path, ckpt: Checkpoint, iteration: int, best: bool,
                announce: bool = True) -> None:
         try:
-            save_checkpoint(path, dataclasses.replace(ckpt, training_state=None))
+            save_checkpoint(path, dataclasses.replace(
+                ckpt, training_state=None, metrics={**ckpt.metrics, **self.notes}))
         except CheckpointError as exc:
             raise CheckpointError(f"{exc}: choose another file to save the model to") from exc
         if announce:
@@ -308,7 +313,8 @@ class _Saver:
                                "validation, or no foreground in the validation frames): "
                                "saving the last weights")
             self._write(self.output, final, it, best=False)
-        return {**metrics, "best_val_dice": self.best, "best_iteration": self.best_iteration}
+        return {**metrics, **self.notes, "best_val_dice": self.best,
+                "best_iteration": self.best_iteration}
 
 
 def run_finetune(
