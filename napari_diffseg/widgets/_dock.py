@@ -547,7 +547,8 @@ class DiffSegWidget(QWidget):
             return None
         if not session.state.verified:
             show_error("no verified frames to train on: correct a frame and mark it "
-                       f"verified ({KEY_VERIFY} or the Verify button) first")
+                       f"verified ({KEY_VERIFY} or the Verify button) first, or use "
+                       "'Adapt to this video', which needs none")
             return None
         if self.finetune_worker is not None:
             return None
