@@ -5,19 +5,23 @@ prior gives the adaptation (:mod:`napari_diffseg.engine.adapt`) a first, noisy g
 the contrast-filled vessels (and the devices, which are dark ridges too) are. Numpy, scipy and
 scikit-image only: no torch, Qt or napari.
 
-The measure is Frangi's (1998) multi-scale Hessian vesselness for dark ridges, built from
-scikit-image's ``hessian_matrix`` / ``hessian_matrix_eigvals`` (what ``skimage.filters.frangi``
-is made of) with one change: the "structureness" constant of every scale is a multiple of that
-scale's *median* Hessian norm in the frame, not skimage's half of the maximum at the first
-scale. With skimage's choice, the response of a frame is relative to its single strongest
-structure (a sternal wire, the catheter tip, a collimator edge), and a flat noisy frame
-responds as strongly as a frame full of vessels; with the median, a ridge has to stand out of
-the frame's own background texture and noise at its scale, so a flat frame stays near zero.
+The mask keeps the ridges that respond strongly (hysteresis on the vesselness), are not tiny,
+not in the border band, and are darker than their surroundings (a black top-hat against the
+frame's noise). The measure is Frangi's (1998) multi-scale Hessian vesselness for dark ridges,
+built from scikit-image's ``hessian_matrix`` / ``hessian_matrix_eigvals`` (what
+``skimage.filters.frangi`` is made of) with one change: the "structureness" constant of every
+scale is a multiple of that scale's *median* Hessian norm in the frame, not skimage's half of
+the maximum at the first scale. With skimage's choice, the response of a frame is relative to
+its single strongest structure (a sternal wire, the catheter tip, a collimator edge), and a flat
+noisy frame responds as strongly as a frame full of vessels; with the median, a ridge has to
+stand out of the frame's own background texture and noise at its scale, so a flat frame stays
+near zero.
 
-Why Frangi and not ``sato`` or ``meijering``: on clinical 512 px frames (looked at by eye)
-Sato's response fills the heart shadow and the ribs with wide, soft ridges, and Meijering's
-neuriteness responds to every small edge; Frangi's blobness term (the ratio of the two Hessian
-eigenvalues) keeps the tubular structures and drops blobs and broad shading.
+Why Frangi and not ``sato`` or ``meijering``: side by side on clinical 512 px frames, Sato's
+response fills the heart shadow and the ribs with wide, soft ridges where Frangi's blobness term
+(the ratio of the two Hessian eigenvalues) keeps the tubular structures and drops blobs and
+broad shading. Meijering's neuriteness was not compared by eye; it was the slowest of the three
+(0.9 s against 0.7 s for skimage's frangi on a 512 px frame).
 
 Scales: vessel diameters of about 2-25 px at 512 px; a dark bar of width w answers best at
 sigma ~ 0.3 w, so sigmas of 0.75-7.5 px at 512, scaled with the frame size. The filter runs on
@@ -61,7 +65,11 @@ class PriorOptions:
     everywhere. margin: the border band
     (collimator edges, image frame) where the prior is zero. min_size: connected components of
     the mask with fewer pixels are removed (noise, small clips and dots). work_size: longest
-    side of the frame the filter runs on.
+    side of the frame the filter runs on. darker: the mask keeps only pixels darker than their
+    surroundings by this many times the frame's noise (:func:`darker_than_surroundings`;
+    0: off); it trims Frangi's halo around vessels (on generated 512 px frames the mask's
+    precision went from 0.41 to 0.79 at the same recall) and leaves the clinical frames
+    looked at almost unchanged.
     """
 
     sigmas: Sequence[float] = SIGMAS_AT_512
@@ -72,6 +80,7 @@ class PriorOptions:
     min_size: float = 150.0
     work_size: int = WORK_SIZE
     otsu: bool = True
+    darker: float = 10.0
 
 
 @dataclass
@@ -104,6 +113,31 @@ def _frangi_dark(image: np.ndarray, sigmas: Sequence[float], beta: float,
         v[big <= 0] = 0
         np.maximum(out, v.astype(np.float32), out=out)
     return out
+
+
+def darker_than_surroundings(image: np.ndarray, options: PriorOptions | None = None
+                             ) -> np.ndarray:
+    """(H, W) bool: pixels darker than their surroundings by more than ``options.darker``
+    times the frame's noise. The surroundings are the grey closing of the frame over the
+    widest vessel (a black top-hat), the noise the robust spread of the frame minus its
+    1-px Gaussian blur. Frangi's response spreads a few pixels beyond a vessel's edges; this
+    keeps the mask on the dark lumen itself."""
+    o = options or PriorOptions()
+    x = np.asarray(image, dtype=np.float32)
+    h, w = x.shape
+    scale = min(1.0, o.work_size / max(h, w))
+    small = x if scale == 1.0 else resize(
+        x, (max(8, round(h * scale)), max(8, round(w * scale))), order=1,
+        anti_aliasing=True, preserve_range=True).astype(np.float32)
+    px = min(h, w) / REFERENCE_SIZE * scale
+    width = max(3, int(round(4 * max(o.sigmas) * px)) | 1)  # odd, about the widest vessel
+    depth = ndimage.grey_closing(small, size=(width, width)) - small
+    residual = small - ndimage.gaussian_filter(small, 1.0)
+    noise = 1.4826 * float(np.median(np.abs(residual - np.median(residual))))
+    dark = depth > o.darker * max(noise, 1e-6)
+    if dark.shape != x.shape:
+        dark = resize(dark.astype(np.float32), x.shape, order=1) >= 0.5
+    return dark
 
 
 def vesselness_frame(image: np.ndarray, options: PriorOptions | None = None) -> np.ndarray:
@@ -177,4 +211,6 @@ def vessel_prior(frames: np.ndarray, options: PriorOptions | None = None, *,
     for t, image in enumerate(images):
         vesselness[t] = vesselness_frame(image, o)
         mask[t], thresholds[t] = vessel_mask(vesselness[t], o)
+        if o.darker > 0:
+            mask[t] &= darker_than_surroundings(image, o)
     return VesselPrior(vesselness, mask, thresholds)

@@ -25,9 +25,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # measured on these sequences (AUROC vessel / Dice of the mask vs vessel+devices):
-# 96 px seed 1: 0.89 / 0.64, seed 7: 0.90 / 0.74; 256 px seed 2: 0.95 / 0.57
+# 96 px seed 1: 0.89 / 0.61, seed 7: 0.90 / 0.73; 256 px seed 2: 0.95 / 0.75
 @pytest.mark.parametrize(("size", "seed", "min_dice"), [(96, 1, 0.5), (96, 7, 0.6),
-                                                        (256, 2, 0.45)])
+                                                        (256, 2, 0.6)])
 def test_prior_finds_the_generated_vessels(size, seed, min_dice):
     seq = generate_sequence(SyntheticConfig(size=size, frames=4, seed=seed))
     prior = vessel_prior(seq.frames)
