@@ -1,4 +1,4 @@
-"""The engine's subcommands of `napari-diffseg`: train, segment, evaluate (see cli.py)."""
+"""The engine's subcommands of `napari-diffseg`: train, adapt, segment, evaluate (see cli.py)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,33 @@ def add_engine_parsers(sub, positive_int) -> None:
                    help="also save a resumable checkpoint every N iterations (0: only at end)")
     _add_quiet(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "adapt", help="adapt a model to one video, from zero or more corrected frames",
+        description="Adapt a model to one video: the model segments every frame, a "
+        "vesselness prior (dark ridges) adds the vessels it misses, the fused pseudo-labels "
+        "(unsure pixels ignored) and any corrected frames train it on the video itself "
+        "(semi-supervised). What the dock's 'Adapt to this video' button runs.",
+    )
+    p.add_argument("input", type=Path, help="video, DICOM, TIFF, frame folder or sequence")
+    p.add_argument("--out", type=Path, required=True, help="adapted checkpoint to write")
+    p.add_argument("--model", type=Path, help=model_help + ", to start from")
+    p.add_argument("--labels", type=Path,
+                   help="corrected frames: a DAVIS annotations folder (<frame name>.png "
+                   "label ids) or a TIFF of label frames (T x H x W; frames with a non-zero "
+                   "pixel count as corrected unless --verified says which)")
+    p.add_argument("--verified", help="with a TIFF: comma-separated indices of the corrected "
+                   "frames (e.g. 0,10,20)")
+    p.add_argument("--iterations", type=positive_int, default=None,
+                   help="training iterations (default: 200)")
+    p.add_argument("--samples", type=positive_int, default=2,
+                   help="samples per frame of the first segmentation")
+    p.add_argument("--steps", type=positive_int, default=2,
+                   help="DDIM steps of the first segmentation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help=device_help)
+    _add_quiet(p)
+    p.set_defaults(func=cmd_adapt)
 
     p = sub.add_parser("segment", help="segment a video: labels, uncertainty, summary.json")
     p.add_argument("input", type=Path, help="video, DICOM, TIFF, frame folder or sequence")
@@ -261,6 +288,97 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "val_dice" in m:
         msg += f", validation Dice {m['val_dice']:.3f}"
     print(msg)
+    return 0
+
+
+def _corrected_frames(args: argparse.Namespace, video, classes: dict[int, str]
+                      ) -> dict[int, np.ndarray]:
+    """{frame index: labels} of --labels (a DAVIS annotations folder or a label TIFF)."""
+    from napari_diffseg.io import ReadError, read
+    from napari_diffseg.io.davis import read_annotation_folder
+
+    if args.labels is None:
+        return {}
+    n, shape = video.frames.shape[0], video.frames.shape[1:3]
+    if args.labels.is_dir():
+        labels, labelled = read_annotation_folder(args.labels, video.meta.frame_names, shape,
+                                                  classes)
+    else:
+        labels = np.asarray(read(args.labels).frames)
+        if labels.shape != (n, *shape):
+            raise ReadError(f"{args.labels}: label frames of shape {labels.shape}, the video "
+                            f"is {(n, *shape)} (frames x height x width)", path=args.labels)
+        labelled = [i for i in range(n) if labels[i].any()]
+    if args.verified:
+        try:
+            labelled = sorted({int(i) for i in args.verified.split(",") if i.strip()})
+        except ValueError as exc:
+            raise ReadError(f"--verified {args.verified!r}: not comma-separated frame "
+                            "indices", path=args.labels) from exc
+    return {i: labels[i] for i in labelled}
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from napari_diffseg.engine import load_checkpoint
+    from napari_diffseg.engine.adapt import ADAPT_DEFAULTS, adapt_to_video
+    from napari_diffseg.engine.training import TrainOptions
+    from napari_diffseg.io import read
+
+    model_path = _model_path(args.model)
+    classes = {int(k): v for k, v in load_checkpoint(model_path).classes.items()}
+    video = read(args.input)
+    verified = _corrected_frames(args, video, classes)
+    iterations = args.iterations or ADAPT_DEFAULTS["iterations"]
+    options = TrainOptions(**{**ADAPT_DEFAULTS, "iterations": iterations, "seed": args.seed,
+                              "device": args.device})
+    status(f"adapting {model_path.name} to {args.input} ({video.frames.shape[0]} frames, "
+           f"{len(verified)} corrected)", quiet=args.quiet)
+    stop = {"requested": False}
+
+    def _interrupt(signum, frame):
+        if stop["requested"]:
+            raise KeyboardInterrupt
+        stop["requested"] = True
+        print("\nstopping after this step (Ctrl-C again to abort)", file=sys.stderr)
+
+    bars: dict = {}
+
+    def callback(event: dict) -> None:
+        kind = event.get("kind")
+        if kind == "status" and "total" in event:
+            stage = event["stage"]
+            if stage not in bars:
+                for bar in bars.values():
+                    bar.close()
+                unit = "it" if stage == "train" else "frame"
+                bars[stage] = progress_bar(event["total"], stage, unit=unit, quiet=args.quiet)
+            bars[stage].update(event["done"] - bars[stage].n)
+        elif kind == "progress":
+            bar = bars.get("train")
+            if bar is not None:
+                bar.set_postfix({"loss": f"{event['losses']['total']:.3f}"}, refresh=False)
+                bar.update(event["iteration"] - bar.n)
+
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    t0 = time.perf_counter()
+    try:
+        done = adapt_to_video(video.frames, str(model_path), str(args.out), verified,
+                              options=options, callback=callback,
+                              should_stop=lambda: stop["requested"],
+                              segment_samples=args.samples, segment_steps=args.steps,
+                              seed=args.seed, name=video.sequence or Path(args.input).stem)
+    finally:
+        for bar in bars.values():
+            bar.close()
+        signal.signal(signal.SIGINT, previous)
+    if done["path"] is None:
+        print("stopped before training: no model written", file=sys.stderr)
+        return 1
+    pseudo = done["metrics"].get("pseudo_labels", {})
+    print(f"saved {done['path']} after {done['metrics'].get('iterations')} iterations in "
+          f"{time.perf_counter() - t0:.0f} s (pseudo-labels: "
+          f"{pseudo.get('known_fraction', 0):.0%} of pixels known, "
+          f"{pseudo.get('vessel_fraction', 0):.1%} vessel)")
     return 0
 
 

@@ -3,6 +3,7 @@
 Subcommands
 -----------
 train DATA        train or fine-tune a model on a DAVIS / MOSXAV dataset
+adapt INPUT       adapt a model to one video, from zero or more corrected frames
 segment INPUT     segment a video (any readable format): labels, uncertainty, summary.json
 evaluate DATA     per-class Dice, IoU and HD95 of a model on a dataset's annotated frames
 make-sample OUT   write a synthetic DAVIS-style angiography dataset with sparse labels

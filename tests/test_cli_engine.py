@@ -174,3 +174,51 @@ def test_train_layout_options_reach_the_checkpoint(dataset, tmp_path, capsys):
                 "--encoder-stride", "4", "--denoiser-stride", "2", *TRAIN])
     assert bad == 2 and "multiple of --encoder-stride 4" in capsys.readouterr().err
     assert not (tmp_path / "bad.pt").exists()
+
+
+@pytest.fixture
+def tiny_init(tmp_path):
+    """An untrained tiny checkpoint with the generator's classes."""
+    import torch
+
+    from napari_diffseg.data.sequences import DEFAULT_NORMALISATION
+    from napari_diffseg.engine.checkpoint import Checkpoint, save_checkpoint
+    from napari_diffseg.model import DiffSegNet, ModelConfig
+
+    cfg = ModelConfig(num_classes=4, width=8, depth=2, label_width=8, label_blocks=1,
+                      time_dim=16, denoiser_stride=1, encoder_stride=1)
+    torch.manual_seed(0)
+    classes = {0: "background", 1: "vessel", 2: "catheter", 3: "guidewire"}
+    return save_checkpoint(tmp_path / "tiny.pt", Checkpoint(
+        cfg.to_dict(), DiffSegNet(cfg).state_dict(), classes, dict(DEFAULT_NORMALISATION),
+        {"timesteps": 10}))
+
+
+@pytest.mark.parametrize("labels_as", ["none", "tiff", "davis"])
+def test_adapt_writes_a_model_from_zero_or_some_corrected_frames(
+    tiny_init, tmp_path, capsys, labels_as
+):
+    from napari_diffseg.data import SyntheticConfig, generate_sequence
+
+    seq = generate_sequence(SyntheticConfig(size=64, frames=6, seed=4))
+    video = tmp_path / "cine.tif"
+    tifffile.imwrite(video, seq.frames)
+    extra = []
+    if labels_as == "tiff":
+        corrected = np.zeros_like(seq.labels)
+        corrected[2] = seq.labels[2]
+        tifffile.imwrite(tmp_path / "corrected.tif", corrected)
+        extra = ["--labels", str(tmp_path / "corrected.tif")]
+    elif labels_as == "davis":
+        (tmp_path / "ann").mkdir()
+        Image.fromarray(seq.labels[2]).save(tmp_path / "ann" / "00002.png")
+        extra = ["--labels", str(tmp_path / "ann")]
+    out = tmp_path / "adapted.pt"
+    assert main(["adapt", str(video), "--out", str(out), "--model", str(tiny_init),
+                 "--iterations", "3", "--samples", "1", "--steps", "1", "--device", "cpu",
+                 *extra]) == 0
+    ckpt = load_checkpoint(out)
+    assert ckpt.metrics["iterations"] == 3
+    assert ckpt.metrics["pseudo_labels"]["verified"] == (0 if labels_as == "none" else 1)
+    assert ckpt.data_summary["unlabelled_frames"] == (6 if labels_as == "none" else 5)
+    assert "saved" in capsys.readouterr().out

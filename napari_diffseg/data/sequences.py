@@ -19,6 +19,9 @@ logger = logging.getLogger(__name__)
 #: equalisation per frame after the percentile mapping; absent or None (old checkpoints,
 #: and the default) means none.
 DEFAULT_NORMALISATION = {"method": "percentile", "low": 1.0, "high": 99.0}
+#: Label value of a pixel whose class is unknown (noisy pseudo-labels): training ignores it.
+#: Never a class id (classes are 0..254).
+IGNORE_LABEL = 255
 
 
 def normalisation_range(
@@ -84,7 +87,8 @@ def normalise_gray(frames: np.ndarray, normalisation: dict | None = None) -> np.
 class SparseDataset:
     """Frames of one or more sequences, split into labelled and unlabelled frames.
 
-    images: labelled frames, each (H, W) float32 normalised; labels: their (H, W) uint8 ids;
+    images: labelled frames, each (H, W) float32 normalised; labels: their (H, W) uint8 ids
+    (:data:`IGNORE_LABEL` where the class is unknown, e.g. in fused pseudo-labels);
     unlabelled: the other frames, each (H, W) float32 normalised.
     """
 
@@ -100,6 +104,7 @@ class SparseDataset:
         ids = set(self.classes)
         for lab in self.labels:
             ids.update(np.unique(lab).tolist())
+        ids.discard(IGNORE_LABEL)
         return max(ids) + 1 if ids else 1
 
     def summary(self) -> dict:

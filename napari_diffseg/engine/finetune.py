@@ -220,6 +220,8 @@ class FinetuneRequest:
         threads: ``torch.set_num_threads`` in the child process (None: torch's default).
         checkpoint_every: also save the current weights every N iterations (0: only at
             validation improvements and at the end); see :func:`last_path`.
+        notes: JSON-friendly facts about the run added to the metrics of every checkpoint
+            written (e.g. the statistics of an adaptation's pseudo-labels).
     """
 
     data: SparseDataset
@@ -230,6 +232,7 @@ class FinetuneRequest:
     model_config: dict | None = None
     threads: int | None = None
     checkpoint_every: int = 0
+    notes: dict | None = None
 
 
 def last_path(output: str | Path) -> Path:
@@ -271,6 +274,7 @@ class _Saver:
         self.validating = validating
         self.every = max(0, request.checkpoint_every)
         self.emit = emit
+        self.notes = dict(request.notes or {})
         self.best: float | None = None
         self.best_iteration: int | None = None
         self.best_ckpt: Checkpoint | None = None
@@ -279,7 +283,8 @@ class _Saver:
     def _write(self, path: Path, ckpt: Checkpoint, iteration: int, best: bool,
                announce: bool = True) -> None:
         try:
-            save_checkpoint(path, dataclasses.replace(ckpt, training_state=None))
+            save_checkpoint(path, dataclasses.replace(
+                ckpt, training_state=None, metrics={**ckpt.metrics, **self.notes}))
         except CheckpointError as exc:
             raise CheckpointError(f"{exc}: choose another file to save the model to") from exc
         if announce:
@@ -325,7 +330,8 @@ class _Saver:
                                "validation, or no foreground in the validation frames): "
                                "saving the last weights")
             self._write(self.output, final, it, best=False)
-        return {**metrics, "best_val_dice": self.best, "best_iteration": self.best_iteration}
+        return {**metrics, **self.notes, "best_val_dice": self.best,
+                "best_iteration": self.best_iteration}
 
 
 def run_finetune(
@@ -426,7 +432,7 @@ class _EventLogHandler(logging.Handler):
 
 
 def _child_main(request: FinetuneRequest, events: Any, pause: Any, stop: Any,
-                log_level: int) -> None:
+                log_level: int, run: Callable = run_finetune) -> None:
     """Entry point of the child process: run, and report every outcome as an event."""
     logging.basicConfig(level=log_level,
                         format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
@@ -442,7 +448,7 @@ def _child_main(request: FinetuneRequest, events: Any, pause: Any, stop: Any,
     try:
         if request.threads:
             torch.set_num_threads(int(request.threads))
-        run_finetune(request, events.put, should_stop, pause.is_set)
+        run(request, events.put, should_stop, pause.is_set)
     except (Exception, KeyboardInterrupt) as exc:
         logger.info("fine-tuning failed: %s", exc)  # not forwarded: the event has it all
         events.put(error_event(exc))
@@ -487,8 +493,13 @@ class FinetuneProcess:
     ``kill`` may be called from any thread while another iterates :meth:`events`.
     """
 
-    def __init__(self, request: FinetuneRequest, *, start_method: str = "spawn") -> None:
+    def __init__(self, request: FinetuneRequest, *, start_method: str = "spawn",
+                 run: Callable = run_finetune) -> None:
+        """``run``: what the child process calls, ``run(request, emit, should_stop,
+        is_paused)``, a module-level function (pickled by name), e.g.
+        :func:`napari_diffseg.engine.adapt.run_adapt` with an ``AdaptRequest``."""
         self.request = request
+        self._run = run
         self._ctx = mp.get_context(start_method)
         self._queue = self._ctx.Queue()
         self._pause = self._ctx.Event()
@@ -507,7 +518,7 @@ class FinetuneProcess:
         # itself when it sees the parent gone (killed), see _child_main
         self._process = self._ctx.Process(
             target=_child_main, name="napari-diffseg-finetune", daemon=True,
-            args=(self.request, self._queue, self._pause, self._stop, level))
+            args=(self.request, self._queue, self._pause, self._stop, level, self._run))
         with _caller_script_hidden():
             self._process.start()
         logger.info("fine-tuning process %d started", self._process.pid)

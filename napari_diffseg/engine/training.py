@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from napari_diffseg.data.sequences import DEFAULT_NORMALISATION, SparseDataset
+from napari_diffseg.data.sequences import DEFAULT_NORMALISATION, IGNORE_LABEL, SparseDataset
 from napari_diffseg.engine import distributed
 from napari_diffseg.engine.augment import (
     class_weights,
@@ -277,7 +277,7 @@ class Trainer:
         shape = (b, self.config.num_classes, *labels.shape[1:])
         noise = torch.randn(shape, generator=self.generator)[self.rows].to(self.device)
         t_idx = t_idx[self.rows]
-        x0 = labels_to_analog(labels[self.rows], self.config.num_classes)
+        x0 = labels_to_analog(labels[self.rows], self.config.num_classes, IGNORE_LABEL)
         x_t = self.schedule.q_sample(x0, t_idx.to(self.device), noise)
         logits, latent = self.net(images[self.rows], x_t,
                                   self.schedule.time(t_idx).to(self.device))
@@ -318,7 +318,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             logits_l, latent_l = self._diffusion_forward(x_l, y_l)
             losses["supervised"] = ce_dice_loss(logits_l, y_l, dice_weight=o.dice_weight,
-                                                class_weight=self.class_weight)
+                                                class_weight=self.class_weight,
+                                                ignore_index=IGNORE_LABEL)
+            # pixels of unknown class (IGNORE_LABEL in noisy pseudo-labels) take no part
             if self.semi:
                 img_u, _ = random_crops(self.rng, self.data.unlabelled, None,
                                         o.batch_size, self.crop)
@@ -330,16 +332,17 @@ class Trainer:
                 losses["pseudo"] = ce_dice_loss(
                     logits_u, pseudo, weight=keep.float(), dice_weight=o.dice_weight
                 )
+                known_l = y_l != IGNORE_LABEL
+                y_l = torch.where(known_l, y_l, 0)
                 protos_l, present_l = masked_prototypes(
-                    latent_l, y_l, torch.ones_like(y_l, dtype=torch.bool), self.config.num_classes
+                    latent_l, y_l, known_l, self.config.num_classes
                 )
                 self.memory.update(protos_l, present_l)
                 anchors, available = self.memory.prototypes, self.memory.initialised
                 proto_kw = {"temperature": o.prototype_temperature,
                             "max_pixels": o.prototype_pixels, "generator": self.generator}
-                all_l = torch.ones_like(y_l, dtype=torch.bool)
                 losses["prototype"] = prototype_contrastive_loss(
-                    latent_l, y_l, all_l, anchors, available, **proto_kw
+                    latent_l, y_l, known_l, anchors, available, **proto_kw
                 ) + prototype_contrastive_loss(
                     latent_u, pseudo, keep, anchors, available, **proto_kw
                 )

@@ -13,9 +13,17 @@ def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     return F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2).float()
 
 
-def labels_to_analog(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """labels (B, H, W) -> one-hot scaled to [-1, 1], the x0 the diffusion runs on."""
-    return one_hot(labels, num_classes) * 2 - 1
+def labels_to_analog(
+    labels: torch.Tensor, num_classes: int, ignore_index: int | None = None
+) -> torch.Tensor:
+    """labels (B, H, W) -> one-hot scaled to [-1, 1], the x0 the diffusion runs on.
+    Pixels labelled `ignore_index` (unknown) get 0 for every class: no class, neither -1
+    nor +1, so the noisy input does not tell the network an answer nobody knows."""
+    if ignore_index is None:
+        return one_hot(labels, num_classes) * 2 - 1
+    known = labels != ignore_index
+    analog = one_hot(torch.where(known, labels, 0), num_classes) * 2 - 1
+    return analog * known[:, None]
 
 
 def ce_dice_loss(
@@ -24,17 +32,24 @@ def ce_dice_loss(
     weight: torch.Tensor | None = None,
     dice_weight: float = 1.0,
     class_weight: torch.Tensor | None = None,
+    ignore_index: int | None = None,
 ) -> torch.Tensor:
     """Cross-entropy + soft Dice (foreground classes) between logits (B, C, H, W) and target
-    ids (B, H, W); optional per-pixel weight (B, H, W) in [0, 1] (0 = ignore the pixel) and
-    per-class cross-entropy weight (C,) (thin, rare classes count more). The cross-entropy is
-    averaged over the pixel weights, not the class weights, so class weights lift rare classes
-    without changing the loss's scale on background-only crops."""
+    ids (B, H, W); optional per-pixel weight (B, H, W) in [0, 1] (0 = ignore the pixel);
+    pixels whose target is `ignore_index` are ignored too (weight 0); optional per-class
+    cross-entropy weight (C,) (thin, rare classes count more). The cross-entropy is averaged
+    over the pixel weights, not the class weights, so class weights lift rare classes without
+    changing the loss's scale on background-only crops."""
     c = logits.shape[1]
     logits = logits.float()
-    ce = F.cross_entropy(logits, target.long(), reduction="none")
+    target = target.long()
+    if ignore_index is not None:
+        known = target != ignore_index
+        target = torch.where(known, target, 0)
+        weight = known.float() if weight is None else weight * known
+    ce = F.cross_entropy(logits, target, reduction="none")
     if class_weight is not None:
-        ce = ce * class_weight.to(ce.device, ce.dtype)[target.long()]
+        ce = ce * class_weight.to(ce.device, ce.dtype)[target]
     if weight is None:
         weight = torch.ones_like(ce)
     denom = weight.sum().clamp(min=1.0)

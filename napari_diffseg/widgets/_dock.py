@@ -157,6 +157,7 @@ class DiffSegWidget(QWidget):
         self.tabs.addTab(self.review, "Review")
         self.finetune = FinetunePanel()
         on_click(self.finetune.start_button, self.start_finetune)
+        on_click(self.finetune.adapt_button, self.start_adapt)
         self.finetune.pause_button.toggled.connect(self._pause_finetune)
         on_click(self.finetune.stop_button, self.stop_finetune)
         on_click(self.finetune.resegment_button, self.resegment_with_new_model)
@@ -629,7 +630,8 @@ class DiffSegWidget(QWidget):
             return None
         if not session.state.verified:
             show_error("no verified frames to train on: correct a frame and mark it "
-                       f"verified ({KEY_VERIFY} or the Verify button) first")
+                       f"verified ({KEY_VERIFY} or the Verify button) first, or use "
+                       "'Adapt to this video', which needs none")
             return None
         if self.finetune_worker is not None:
             return None
@@ -668,6 +670,47 @@ class DiffSegWidget(QWidget):
         worker.start()
         return worker
 
+    def start_adapt(self):
+        """Adapt the model to this video in the fine-tuning child process, from the verified
+        frames if there are any, else from the model's and the prior's pseudo-labels alone;
+        returns the worker."""
+        session = self.session
+        if session is None:
+            show_warning("open a video first (File ▸ Open or the Open… button)")
+            return None
+        if self.finetune_worker is not None:
+            return None
+        self.save_now()
+        output = Path(self.finetune.output.text() or session.project_dir / "models" /
+                      "finetuned.pt")
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            init = self.model_path()
+        except (OSError, FileNotFoundError) as exc:
+            show_error(f"cannot adapt: {exc}")
+            return None
+        verified = {}
+        if session.labels_layer is not None:
+            data = session.labels_layer.data
+            verified = {int(i): np.array(data[i], dtype=np.uint8) for i in session.state.verified}
+        control = _jobs.FinetuneControl()
+        self._control = control
+        iterations = self.finetune.iterations.value()
+        worker = create_worker(
+            _jobs.adapt_job, session.frames, verified, init=init, output=output,
+            iterations=iterations, control=control, _start_thread=False,
+            _connect={"yielded": self._on_finetune_event, "errored": self._on_finetune_error,
+                      "finished": self._on_finetune_finished},
+        )
+        self.finetune_worker = worker
+        self.finetune.plot.clear(iterations)
+        self.finetune.show_stage(0, iterations, "iterations")
+        self.finetune.status.setText("adapting: making pseudo-labels…")
+        self.finetune.set_running(True)
+        self._finetune_output = str(output)
+        worker.start()
+        return worker
+
     def _pause_finetune(self, paused: bool) -> None:
         if self._control is not None:
             self._control.pause(paused)
@@ -685,8 +728,12 @@ class DiffSegWidget(QWidget):
             self._control.events.append(event)
         if kind == "status":
             panel.status.setText(event["message"])
+            if "total" in event:  # a stage of adapting: frames, then iterations
+                unit = "iterations" if event.get("stage") == "train" else "frames"
+                panel.show_stage(event["done"], event["total"], unit)
         elif kind == "started":
             panel.status.setText(f"training on {event.get('device', '?')}…")
+            panel.show_stage(0, event["iterations"], "iterations")
         elif kind == "validation_frames":
             frames = event["frames"]
             panel.val_frames.setText(
@@ -708,6 +755,8 @@ class DiffSegWidget(QWidget):
                 f"{event['losses'].get('total', float('nan')):.3f}, about {eta:.0f} s left")
         elif kind == "checkpoint":
             panel.status.setText(f"checkpoint saved: {event['path']}")
+        elif kind == "done" and event.get("path") is None:  # adapting stopped early
+            panel.status.setText("stopped before training: no model written")
         elif kind == "done":
             self.last_checkpoint = event["path"]
             best, before = event.get("best_val_dice"), event.get("val_dice_before")

@@ -74,6 +74,12 @@ class FinetunePanel(QWidget):
         extra_row.addWidget(clear)
         layout.addWidget(self.extra)
         layout.addLayout(extra_row)
+        self.adapt_button = QPushButton("Adapt to this video")
+        self.adapt_button.setToolTip(
+            "no corrected frame needed: the model segments the video, a vesselness prior adds "
+            "the dark vessels it misses, and the model trains on these pseudo-labels (and on "
+            "the verified frames, if any)")
+        layout.addWidget(self.adapt_button)
         buttons = QHBoxLayout()
         self.start_button = QPushButton("Fine-tune")
         self.pause_button = QPushButton("Pause")
@@ -114,12 +120,19 @@ class FinetunePanel(QWidget):
 
     def set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
+        self.adapt_button.setEnabled(not running)
         self.pause_button.setEnabled(running)
         self.stop_button.setEnabled(running)
         for w in (self.mode, self.iterations, self.val_fraction, self.output):
             w.setEnabled(not running)
         if not running:
             self.pause_button.setChecked(False)
+
+    def show_stage(self, done: int, total: int, unit: str) -> None:
+        """Progress of a stage counted in `unit` (frames, iterations)."""
+        self.progress.setFormat(f"%v / %m {unit}")
+        self.progress.setRange(0, max(int(total), 1))
+        self.progress.setValue(int(done))
 
     def options(self) -> dict:
         return {**GUI_TRAIN_DEFAULTS, "mode": self.mode.currentData(),

@@ -154,3 +154,34 @@ def finetune_job(
     process.start()
     yield {"kind": "status", "message": "training process started"}
     yield from process.events()
+
+
+def adapt_job(
+    frames: np.ndarray,
+    verified: dict[int, np.ndarray],
+    *,
+    init: str,
+    output: str | Path,
+    iterations: int,
+    control: FinetuneControl,
+    threads: int | None = None,
+):
+    """Adapt the model ``init`` to this video (0 or more verified frames) in the fine-tuning
+    child process and yield its events: ``status`` events while the first segmentation and
+    the prior make the pseudo-labels, then those of fine-tuning."""
+    from napari_diffseg.engine.adapt import ADAPT_DEFAULTS, AdaptRequest, run_adapt
+    from napari_diffseg.engine.finetune import FinetuneProcess
+    from napari_diffseg.engine.training import TrainOptions
+
+    request = AdaptRequest(
+        frames=frames, init=str(init), output=str(output), verified=verified,
+        options=TrainOptions(**{**ADAPT_DEFAULTS, "iterations": int(iterations)}),
+        threads=threads,
+    )
+    process = FinetuneProcess(request, run=run_adapt)
+    control.process = process
+    if control.stop_requested:
+        return
+    process.start()
+    yield {"kind": "status", "message": "adaptation process started"}
+    yield from process.events()

@@ -150,3 +150,19 @@ def test_folded_sampler_matches_the_full_resolution_ddim_loop(eta):
             x = sampler.step(x, probs * 2 - 1, t, t_prev, noise)
     assert fast.shape == probs.shape == (2, 3, 16, 24)
     torch.testing.assert_close(fast, probs, atol=1e-5, rtol=1e-4)
+
+
+def test_ignored_pixels_take_no_part_in_the_supervised_loss():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 4, 4)
+    target = torch.randint(0, 3, (1, 4, 4))
+    partial = target.clone()
+    partial[0, :2] = 255  # unknown
+    changed = target.clone()
+    changed[0, :2] = (target[0, :2] + 1) % 3  # anything under the unknown pixels
+    a = ce_dice_loss(logits, partial, ignore_index=255)
+    b = ce_dice_loss(logits, target, weight=(partial != 255).float())
+    c = ce_dice_loss(logits, changed, weight=(partial != 255).float())
+    assert torch.allclose(a, b) and torch.allclose(b, c)
+    analog = labels_to_analog(partial, 3, ignore_index=255)
+    assert analog[0, :, :2].abs().max() == 0 and analog[0, :, 2:].abs().min() == 1
