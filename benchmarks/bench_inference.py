@@ -131,7 +131,8 @@ def speed_rows(model, ckpt, args, device) -> list[dict]:
         for steps in args.steps:
             for samples in args.samples:
                 opts = SegmentOptions(steps=steps, samples=samples, batch_size=args.batch_size,
-                                      channels_last=args.channels_last, compile=args.compile)
+                                      channels_last=args.channels_last, compile=args.compile,
+                                      min_component=args.min_component)
                 common = {"normalisation": ckpt.normalisation, "timesteps": timesteps,
                           "options": opts}
                 segment(model, frames[:1], **common)  # warm-up
@@ -242,6 +243,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--samples", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--frames", type=int, default=4, help="timed frames per row")
+    parser.add_argument("--min-component", type=int, default=0,
+                        help="speck removal of the labels (the plugin uses 64; 0: none, as "
+                        "the published tables were measured)")
     parser.add_argument("--naive-frames", type=int, default=1,
                         help="frames of the naive reference per row (0: skip it)")
     parser.add_argument("--batch-size", type=int, default=None,

@@ -108,7 +108,7 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--min-component", type=int, default=None,
                    help="label components smaller than this many pixels (at 512 x 512, "
                    "scaled with the frame area) become background; 0: the plain argmax "
-                   "(default: the engine's DEFAULT_MIN_COMPONENT, 64)")
+                   "(default: the engine's DEFAULT_MIN_COMPONENT, 16)")
     p.add_argument("--mosxav", action="store_true",
                    help="write the labels in MOSXAV's layout: OUT/Annotations_Semantic/<seq>/ "
                    "and OUT/labels.json, in the source's mask encoding (see --encoding)")
@@ -126,7 +126,7 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help=device_help)
     p.add_argument("--min-component", type=int, default=None,
-                   help="speck threshold as for segment (default 64)")
+                   help="speck threshold as for segment (default 16)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_quiet(p)
     p.set_defaults(func=cmd_evaluate)

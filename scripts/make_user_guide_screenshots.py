@@ -79,8 +79,10 @@ def main() -> None:
                 labels.paint((other, 10, 10), int(labels.data[other, 10, 10]))
                 dock.toggle_verified(other)
         dock.review.contours.setChecked(True)
+        dock.review.todo_only.setChecked(True)  # the to-do view: verified rows leave the table
         shoot(viewer, args.out / "guide-verified.png")
         dock.review.contours.setChecked(False)
+        dock.review.todo_only.setChecked(False)
 
         dock.tabs.setCurrentWidget(dock.finetune)
         dock.finetune.iterations.setValue(args.iterations)

@@ -26,7 +26,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from napari_diffseg.engine import SegmentOptions
-from napari_diffseg.engine.inference import iter_segment, load_for_inference
+from napari_diffseg.engine.inference import (
+    DEFAULT_MIN_COMPONENT,
+    iter_segment,
+    load_for_inference,
+)
 from napari_diffseg.io import read
 from napari_diffseg.models import default_model_path
 
@@ -118,7 +122,8 @@ def main() -> None:
         for chunk in iter_segment(model, frames, normalisation=ckpt.normalisation,
                                   timesteps=ckpt.schedule["timesteps"], indices=list(shown),
                                   options=SegmentOptions(steps=args.steps, samples=args.samples,
-                                                         seed=0, batch_size=1)):
+                                                         seed=0, batch_size=1,
+                                                         min_component=DEFAULT_MIN_COMPONENT)):
             for j, f in enumerate(chunk.indices):
                 results[int(f)] = (chunk.labels[j], chunk.entropy[j])
         shares[name] = {"model": model_path.name, "frames": {}}

