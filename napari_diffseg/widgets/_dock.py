@@ -636,12 +636,8 @@ class DiffSegWidget(QWidget):
         if self.finetune_worker is not None:
             return None
         self.save_now()
-        output = Path(self.finetune.output.text() or session.project_dir / "models" /
-                      "finetuned.pt")
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            show_error(f"cannot write the checkpoint to {output}: {exc}")
+        output = self._checkpoint_output()
+        if output is None:
             return None
         try:
             init = self.model_path()
@@ -670,6 +666,18 @@ class DiffSegWidget(QWidget):
         worker.start()
         return worker
 
+    def _checkpoint_output(self) -> Path | None:
+        """The Fine-tune tab's checkpoint path (default <project>/models/finetuned.pt), its
+        folder created; None (and an error notification) if it cannot be written."""
+        output = Path(self.finetune.output.text() or self.session.project_dir / "models" /
+                      "finetuned.pt")
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            show_error(f"cannot write the checkpoint to {output}: {exc}")
+            return None
+        return output
+
     def start_adapt(self):
         """Adapt the model to this video in the fine-tuning child process, from the verified
         frames if there are any, else from the model's and the prior's pseudo-labels alone;
@@ -681,12 +689,12 @@ class DiffSegWidget(QWidget):
         if self.finetune_worker is not None:
             return None
         self.save_now()
-        output = Path(self.finetune.output.text() or session.project_dir / "models" /
-                      "finetuned.pt")
+        output = self._checkpoint_output()
+        if output is None:
+            return None
         try:
-            output.parent.mkdir(parents=True, exist_ok=True)
             init = self.model_path()
-        except (OSError, FileNotFoundError) as exc:
+        except FileNotFoundError as exc:
             show_error(f"cannot adapt: {exc}")
             return None
         verified = {}
