@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from napari_diffseg.io.project import PROJECT_DIR_KEY, user_projects_dir
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_DIR = Path(__file__).resolve().parents[1] / "sample_data"
@@ -22,6 +24,12 @@ or, with the venv already set up:
 """
 
 
+def demo_project_dir() -> Path:
+    """Annotation project of the demo's sample: in the user's projects folder (see
+    :func:`napari_diffseg.io.project.user_projects_dir`), not beside the bundled video."""
+    return user_projects_dir() / "coronary_demo.diffseg"
+
+
 def has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
@@ -35,10 +43,17 @@ def run_demo(screenshot: Path | None = None) -> int:
     import napari
     from qtpy.QtCore import QTimer
 
+    _quiet_pyqt5_notice()
     viewer = napari.Viewer(title="napari-diffseg demo")
-    mid = _load_sample(viewer)
-    viewer.dims.set_current_step(0, mid)
     viewer.window._qt_window.resize(1400, 900)
+    mid = _load_sample(viewer)
+    # the dock on the sample, as README's picture shows; it adopts the sample's labelled
+    # frames as verified and refits the view once docked
+    _, dock = viewer.window.add_plugin_dock_widget("napari-diffseg", "Diffusion segmentation")
+    viewer.dims.set_current_step(0, mid)
+    if dock.session is not None:
+        print(f"dock on {dock.session.name}: {len(dock.session.state.verified)} verified "
+              f"frames; your work is saved in {dock.session.project_dir}", file=sys.stderr)
     if screenshot is not None:
         def _shoot() -> None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +66,24 @@ def run_demo(screenshot: Path | None = None) -> int:
     return 0
 
 
+def _quiet_pyqt5_notice() -> None:
+    """napari (0.6 and later) greets every PyQt5 window with a toast saying its PyQt5 support
+    is deprecated; it covers the canvas the demo is about. Say it once in the terminal instead
+    (docs/install.md tells how to run on PyQt6 or PySide6). Uses napari's private flag, so a
+    napari without it is left alone."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="System theme detection requires a Qt6 backend")
+    try:
+        from napari._qt import qt_main_window
+    except ImportError:
+        return
+    if getattr(qt_main_window, "SHOW_QT_WARNING", False):
+        qt_main_window.SHOW_QT_WARNING = False
+        print("note: napari has deprecated its PyQt5 backend, which this install uses; "
+              "docs/install.md says how to use PyQt6 or PySide6", file=sys.stderr)
+
+
 def _load_sample(viewer) -> int:
     """Add the sample video and labels to `viewer`; returns a frame worth showing first."""
     from napari.layers import Layer
@@ -59,7 +92,9 @@ def _load_sample(viewer) -> int:
     from napari_diffseg.io import read
 
     if SAMPLE_VIDEO.exists() and SAMPLE_LABELS.exists():
-        viewer.open(str(SAMPLE_VIDEO), plugin="napari-diffseg")
+        [video_layer] = viewer.open(str(SAMPLE_VIDEO), plugin="napari-diffseg")
+        # the work on the sample is the user's: keep it out of the package's sample_data/
+        video_layer.metadata[PROJECT_DIR_KEY] = str(demo_project_dir())
         annotated = read(SAMPLE_LABELS)
         _frames, labels_layer = video_to_layers(annotated)  # the MP4 already gave the frames
         viewer.add_layer(Layer.create(*labels_layer))

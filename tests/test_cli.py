@@ -87,9 +87,20 @@ def test_demo_opens_the_sample_and_saves_a_screenshot(tmp_path):
 
     assert SAMPLE_VIDEO.exists()
     shot = tmp_path / "demo.png"
+    home = tmp_path / "home"
+    before = sorted(p.name for p in SAMPLE_VIDEO.parent.iterdir())
+    env = {**os.environ, "NAPARI_DIFFSEG_HOME": str(home)}
     result = subprocess.run([EXE, "demo", "--screenshot", str(shot)], capture_output=True,
-                            text=True, env=os.environ.copy(), timeout=300)
+                            text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     picture = np.asarray(Image.open(shot))
     assert picture.shape[0] > 500 and picture.shape[1] > 800
     assert "read DAVIS sequence coronary_demo" in result.stderr
+    # the dock opens on the sample and adopts its labelled frames as verified
+    assert "dock on coronary_demo: 8 verified frames" in result.stderr
+    # the work on the sample goes to the user's folder, never into the package's sample_data/
+    assert (home / "coronary_demo.diffseg" / "state.json").is_file()
+    assert sorted(p.name for p in SAMPLE_VIDEO.parent.iterdir()) == before
+    # napari's PyQt5 toast is replaced by one line in the terminal
+    assert "PyQt5 backend is deprecated" not in result.stderr
+    assert "deprecated its PyQt5 backend" in result.stderr

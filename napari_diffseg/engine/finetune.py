@@ -64,6 +64,10 @@ from napari_diffseg.engine.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from napari_diffseg.engine.defaults import (  # noqa: F401 (re-exported: older imports)
+    FINETUNE_DEFAULTS,
+    FINETUNE_VAL_FRACTION,
+)
 from napari_diffseg.engine.device import device_description, resolve_device
 from napari_diffseg.engine.training import TrainOptions, TrainProgress, train, validation_dice
 from napari_diffseg.model import ModelConfig
@@ -76,20 +80,6 @@ RAM_MESSAGE = "out of memory: lower the batch size or crop size, or train on few
 
 
 # -- data ----------------------------------------------------------------------------------
-#: What the dock's Fine-tune button runs unless the user changes it (TrainOptions fields):
-#: sized to finish in minutes on a laptop CPU for a 512x512 video with a handful of verified
-#: frames (``benchmarks/bench_finetune.py`` measures it).
-FINETUNE_DEFAULTS = {
-    "iterations": 300,
-    "batch_size": 4,
-    "crop_size": 128,
-    "lr": 2e-4,
-    "val_every": 50,
-    "val_samples": 1,
-    "val_steps": 2,
-}
-#: the dock's default share of the verified frames held out to pick the best checkpoint
-FINETUNE_VAL_FRACTION = 0.25
 
 
 def _gray(frames: np.ndarray, what: str, normalisation: dict | None) -> np.ndarray:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -94,6 +95,18 @@ class ProjectState:
         scored = [i for i in frames if self.frame_scores[i] is not None]
         unscored = [i for i in frames if self.frame_scores[i] is None]
         return sorted(scored, key=lambda i: -float(self.frame_scores[i])) + unscored
+
+
+#: Image-layer metadata key naming the project folder to use instead of the one beside the
+#: video (the demo keeps the work on its bundled sample out of the repository's sample_data/).
+PROJECT_DIR_KEY = "diffseg_project_dir"
+
+
+def user_projects_dir() -> Path:
+    """Where projects go that have no folder beside their video: $NAPARI_DIFFSEG_HOME, else
+    ~/napari-diffseg."""
+    home = os.environ.get("NAPARI_DIFFSEG_HOME")
+    return Path(home).expanduser() if home else Path.home() / "napari-diffseg"
 
 
 def project_dir_for(source: str | Path, sequence: str | None = None) -> Path:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 DEFAULT_MODEL = Path(__file__).with_name("default.pt")
+#: The bundled model's classes, known without loading torch (the dock makes its layers with
+#: them); tests/engine/test_bundled_model.py checks them against the checkpoint.
+BUNDLED_CLASSES: dict[int, str] = {0: "background", 1: "vessel", 2: "catheter", 3: "guidewire"}
 
 
 def default_model_path() -> Path:

@@ -99,6 +99,7 @@ class DiffSegWidget(QWidget):
         self._device_text = "?"
         self.last_checkpoint: str | None = None
         self._resegmenting = False  # the running segmentation came from the Fine-tune tab
+        self._fitted = False  # the view is refitted once the dock is shown
         self.reviewing = ReviewController(self)
         self._build_ui()
         self._autosave = QTimer(self)
@@ -231,18 +232,28 @@ class DiffSegWidget(QWidget):
         return tab
 
     def _fill_devices(self) -> None:
-        from napari_diffseg.engine.device import (
-            available_devices,
-            device_description,
-            resolve_device,
-        )
+        """"auto" at once; the device list when a worker has imported torch (seconds)."""
+        self.device_combo.addItem("auto", "auto")
 
-        auto = device_description(resolve_device("auto"))
-        self.device_combo.addItem(f"auto: {auto}", "auto")
-        for name in available_devices():
-            self.device_combo.addItem(name, name)
-        if not auto.startswith("cuda"):
-            self.device_combo.setToolTip("no CUDA GPU found: segmentation runs on the CPU")
+        def fill(found) -> None:
+            auto, names = found
+            try:
+                self.device_combo.setItemText(0, f"auto: {auto}")
+                for name in names:
+                    self.device_combo.addItem(name, name)
+                if not auto.startswith("cuda"):
+                    self.device_combo.setToolTip(
+                        "no CUDA GPU found: segmentation runs on the CPU")
+            except RuntimeError:  # the dock was closed meanwhile
+                pass
+
+        def failed(exc) -> None:
+            logger.warning("could not list the torch devices: %s", exc)
+
+        worker = create_worker(_jobs.devices_job, _start_thread=False,
+                               _connect={"returned": fill, "errored": failed})
+        self._devices_worker = worker
+        worker.start()
 
     # -- video / session ---------------------------------------------------------------------
     def _video_layers(self):
@@ -329,7 +340,7 @@ class DiffSegWidget(QWidget):
         else:
             # the layers exist from the start: the user can paint before segmenting, and
             # Segment never stalls the window creating layers
-            self.session.ensure_layers()
+            self.session.ensure_layers(self._expected_classes(), expected=True)
             self._connect_labels()
         self.project_label.setText(str(self.session.project_dir))
         self._show_save_state(UNSAVED if self.session.dirty else SAVED)
@@ -355,7 +366,17 @@ class DiffSegWidget(QWidget):
     def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         self._watch_window()
         QTimer.singleShot(0, self.reviewing.apply_frame_rate)  # once docked in napari's window
+        if not self._fitted:
+            # docking narrows the canvas: fit the video to what is left, once
+            self._fitted = True
+            QTimer.singleShot(0, self._fit_view)
         super().showEvent(event)
+
+    def _fit_view(self) -> None:
+        try:
+            self.viewer.reset_view()
+        except RuntimeError:  # the window closed meanwhile
+            pass
 
     def _open_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open angiography video")
@@ -377,6 +398,17 @@ class DiffSegWidget(QWidget):
     def model_path(self) -> str:
         text = self.model_edit.text().strip()
         return text if text else str(_bundled_model_path())
+
+    def _expected_classes(self) -> dict[int, str]:
+        """The classes the chosen model will label, when known without loading it (the
+        bundled model's), so that the layers are made with them: the legend shows them before
+        the first segmentation, and its results need no new colormap (a shader rebuild that
+        froze the window for 200-500 ms mid-segmentation)."""
+        if self.model_edit.text().strip():
+            return {}
+        from napari_diffseg.models import BUNDLED_CLASSES
+
+        return dict(BUNDLED_CLASSES)
 
     def _browse_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "", "Checkpoints (*.pt)")

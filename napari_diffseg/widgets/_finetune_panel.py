@@ -18,8 +18,8 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_diffseg.engine.finetune import FINETUNE_DEFAULTS as GUI_TRAIN_DEFAULTS
-from napari_diffseg.engine.finetune import FINETUNE_VAL_FRACTION
+from napari_diffseg.engine.defaults import FINETUNE_DEFAULTS as GUI_TRAIN_DEFAULTS
+from napari_diffseg.engine.defaults import FINETUNE_VAL_FRACTION
 
 from ._plot import CurvePlot
 from ._signals import on_click

@@ -20,10 +20,12 @@ from napari_diffseg._layers import (
     uncertainty_limits,
 )
 from napari_diffseg.io.project import (
+    PROJECT_DIR_KEY,
     ProjectState,
     has_project,
     load_project,
     project_dir_for,
+    user_projects_dir,
 )
 
 logger = logging.getLogger(__name__)
@@ -95,12 +97,14 @@ class AnnotationSession:
         self.shape = (int(t), int(h), int(w))
         meta = image_layer.metadata or {}
         self.source = image_source(image_layer)
+        if project_dir is None and meta.get(PROJECT_DIR_KEY):
+            project_dir = meta[PROJECT_DIR_KEY]
         if project_dir is not None:
             self.project_dir = Path(project_dir)
         elif self.source is not None:
             self.project_dir = project_dir_for(self.source, meta.get("sequence"))
         else:
-            self.project_dir = Path.home() / "napari-diffseg" / f"{image_layer.name}.diffseg"
+            self.project_dir = user_projects_dir() / f"{image_layer.name}.diffseg"
         names = meta.get("frame_names") or []
         self.state = ProjectState(
             video=str(self.source or ""),
@@ -135,11 +139,17 @@ class AnnotationSession:
                 return layer
         return None
 
-    def ensure_layers(self, classes: dict[int, str] | None = None) -> None:
+    def ensure_layers(self, classes: dict[int, str] | None = None, *,
+                      expected: bool = False) -> None:
         """Create (or find again) the pseudo-labels and uncertainty layers; never touches a
-        layer the user made, even one with the same name."""
+        layer the user made, even one with the same name. `expected`: the classes are the
+        model's, known before it ran; they name the layers' colours but are not an edit to
+        save."""
         if classes:
+            dirty = self.dirty_state
             self.set_classes(classes)
+            if expected:
+                self.dirty_state = dirty
         if self.labels_layer is None or self.labels_layer not in self.viewer.layers:
             self.labels_layer = self._find_own(self.labels_name, "labels")
         if self.labels_layer is None:

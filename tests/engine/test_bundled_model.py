@@ -41,3 +41,12 @@ def test_bundled_model_segments_held_out_generated_video():
     assert report.per_class["catheter"]["dice"] > 0.4
     assert report.per_class["guidewire"]["dice"] > 0.2
     assert report.mean["dice"] > 0.4
+
+
+def test_the_dock_knows_the_bundled_classes_without_torch():
+    """The dock makes its layers with BUNDLED_CLASSES before any model is loaded: they must be
+    the checkpoint's own."""
+    from napari_diffseg.models import BUNDLED_CLASSES
+
+    _, ckpt = load_for_inference(default_model_path(), "cpu")
+    assert ckpt.classes == BUNDLED_CLASSES

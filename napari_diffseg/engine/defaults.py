@@ -1,0 +1,20 @@
+"""Defaults the dock shows before any model is loaded. Torch-free on purpose: the widgets
+import this module when napari docks them, and importing torch there would freeze the window
+for seconds (see the event-loop benchmark in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+#: What the dock's Fine-tune button runs unless the user changes it (TrainOptions fields):
+#: sized to finish in minutes on a laptop CPU for a 512x512 video with a handful of verified
+#: frames (``benchmarks/bench_finetune.py`` measures it).
+FINETUNE_DEFAULTS = {
+    "iterations": 300,
+    "batch_size": 4,
+    "crop_size": 128,
+    "lr": 2e-4,
+    "val_every": 50,
+    "val_samples": 1,
+    "val_steps": 2,
+}
+#: the dock's default share of the verified frames held out to pick the best checkpoint
+FINETUNE_VAL_FRACTION = 0.25
