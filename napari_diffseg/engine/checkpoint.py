@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from napari_diffseg import __version__
-from napari_diffseg.io import WriteError, atomic_path
+from napari_diffseg.io import WriteError, atomic_path, remove_stale_temps
 
 logger = logging.getLogger(__name__)
 
@@ -278,6 +278,7 @@ def load_checkpoint(
             not a napari-diffseg checkpoint, written in a newer format, or incomplete.
     """
     path = Path(path)
+    remove_stale_temps(path.parent)  # what killed saves left beside it (never raises)
     payload = _read(path, map_location)
     _check_payload(path, payload)
     try:

@@ -21,6 +21,7 @@ from napari_diffseg._layers import (
 )
 from napari_diffseg.io.project import (
     ProjectState,
+    clean_project_folder,
     has_project,
     load_project,
     project_dir_for,
@@ -305,6 +306,7 @@ class AnnotationSession:
     def restore(self) -> bool:
         """Load the project folder into the layers if one exists; True if it did.
         Raises ReadError (naming the file) for a broken project or another video's."""
+        clean_project_folder(self.project_dir)  # temporary files of killed saves
         if not has_project(self.project_dir):
             return False
         state, labels, unc = load_project(self.project_dir, expected_shape=self.shape)

@@ -357,3 +357,26 @@ def test_build_model_with_unknown_config_key(tmp_path: Path) -> None:
     loaded = load_checkpoint(save_checkpoint(tmp_path / "m.ckpt", ckpt))
     with pytest.raises(CheckpointError, match=r"m\.ckpt: its model_config cannot be used"):
         build_model(loaded)
+
+
+def test_opening_a_checkpoint_removes_stale_temps_beside_it(tmp_path: Path) -> None:
+    """A killed save leaves `.<name>.<pid>-<hex>.tmp`; opening the folder's checkpoint removes
+    those of dead writers, and nothing else."""
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    path = save_checkpoint(tmp_path / "finetuned.pt", make_checkpoint())
+    stale = tmp_path / f".finetuned.pt.{child.pid}-feedbeef.tmp"
+    fresh = tmp_path / f".other.pt.{child.pid}-feedbee0.tmp"
+    foreign = tmp_path / "notes.tmp"
+    for file in (stale, fresh, foreign):
+        file.write_bytes(b"half")
+    os.utime(stale, (0, 0))
+    os.utime(foreign, (0, 0))
+
+    load_checkpoint(path)
+
+    assert not stale.exists() and fresh.exists() and foreign.exists()
