@@ -114,3 +114,49 @@ def test_tiff_page_claiming_more_pixels_than_its_strips(tmp_path):
 
     message = str(info.value)
     assert message.startswith(f"{path}: ") and "ImageWidth x ImageLength" in message
+
+
+def _avi_claiming(tmp_path, frames_claimed: int):
+    """A real 5-frame FFV1 AVI whose avih/strh headers claim `frames_claimed` frames."""
+    import imageio.v3 as iio
+
+    path = tmp_path / "claims.avi"
+    iio.imwrite(path, np.zeros((5, 32, 32, 3), np.uint8), plugin="pyav", codec="ffv1", fps=10)
+    data = bytearray(path.read_bytes())
+    avih, strh = data.find(b"avih"), data.find(b"strh")
+    struct.pack_into("<I", data, avih + 8 + 16, frames_claimed)  # dwTotalFrames
+    struct.pack_into("<I", data, strh + 8 + 32, frames_claimed)  # dwLength
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_video_whose_header_claims_more_frames_than_bytes(tmp_path):
+    path = _avi_claiming(tmp_path, 2_000_000_000)
+
+    with pytest.raises(ReadError) as info:
+        read(path)
+
+    message = str(info.value)
+    assert message.startswith(f"{path}: could not be decoded as video: its header's frame "
+                              "count (2000000000 frames) exceeds"), message
+
+
+def test_video_frame_count_is_only_a_hint(tmp_path, monkeypatch):
+    """A plausible but false count preallocates no more than 64 x the file; the real frames
+    come out."""
+    from napari_diffseg.io import _stack
+
+    path = _avi_claiming(tmp_path, 1000)
+    sizes = []
+    real_empty = np.empty
+
+    def recording_empty(shape, *args, **kwargs):
+        sizes.append(int(np.prod(shape)))
+        return real_empty(shape, *args, **kwargs)
+
+    monkeypatch.setattr(_stack.np, "empty", recording_empty)
+
+    video = read(path)
+
+    assert video.frames.shape == (5, 32, 32)
+    assert max(sizes) <= 64 * path.stat().st_size
