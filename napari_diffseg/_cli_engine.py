@@ -193,6 +193,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from napari_diffseg.data.sequences import load_dataset
     from napari_diffseg.engine import TrainOptions, load_checkpoint, save_checkpoint, train
     from napari_diffseg.engine.distributed import env_rank, env_world_size, rank_device
+    from napari_diffseg.io import check_writable_folder
     from napari_diffseg.model import ModelConfig
     from napari_diffseg.models import DEFAULT_MODEL
 
@@ -204,6 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"napari-diffseg train: error: {exc}", file=sys.stderr)
         return 2
+    check_writable_folder(args.out.parent, "folder of --out")  # before any work, not after
     sizes = choose_train_sizes(device, args.batch_size, args.crop_size, world)
     if sizes.batch_size % world:
         print(f"napari-diffseg train: error: --batch-size {sizes.batch_size} is not divisible "
@@ -322,8 +324,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     from napari_diffseg.engine import load_checkpoint
     from napari_diffseg.engine.adapt import ADAPT_DEFAULTS, adapt_to_video
     from napari_diffseg.engine.training import TrainOptions
-    from napari_diffseg.io import read
+    from napari_diffseg.io import check_writable_folder, read
 
+    check_writable_folder(args.out.parent, "folder of --out")  # before any work, not after
     model_path = _model_path(args.model)
     classes = {int(k): v for k, v in load_checkpoint(model_path).classes.items()}
     video = read(args.input)
@@ -386,8 +389,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from napari_diffseg.engine import SegmentOptions
     from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.inference import iter_segment, load_for_inference
-    from napari_diffseg.io import read, write_annotations, write_float_maps, write_mosxav
+    from napari_diffseg.io import (
+        atomic_path,
+        check_writable_folder,
+        read,
+        write_annotations,
+        write_float_maps,
+        write_mosxav,
+    )
 
+    check_writable_folder(args.out)  # before the model, the video and the work
     model_path = _model_path(args.model)
     status(f"loading the model {model_path} ...", quiet=args.quiet)
     model, ckpt = load_for_inference(model_path, args.device)
@@ -446,8 +457,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "uncertainty": "per-pixel predictive entropy (nats) in uncertainty/<frame>.tif; "
                        "frame score = mean entropy over the plausible foreground",
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with atomic_path(args.out / "summary.json") as temp:  # never a truncated summary
+        temp.write_text(json.dumps(summary, indent=2))
     print(f"wrote {len(names)} label maps and uncertainty maps to {args.out} "
           f"({seconds / max(n, 1):.2f} s/frame on {device})")
     return 0

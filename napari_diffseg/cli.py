@@ -95,6 +95,9 @@ def _add_engine_parsers(sub) -> None:
 
 def _cmd_make_sample(args: argparse.Namespace) -> int:
     from napari_diffseg.data import make_dataset, make_mosxav
+    from napari_diffseg.io import check_writable_folder
+
+    check_writable_folder(args.out)
 
     if args.layout == "mosxav":
         root = make_mosxav(
@@ -144,7 +147,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from napari_diffseg.demo import run_demo
+    from napari_diffseg.io import check_writable_folder
 
+    if args.screenshot is not None:
+        check_writable_folder(args.screenshot.parent or Path("."), "folder of --screenshot")
     return run_demo(screenshot=args.screenshot)
 
 
@@ -161,9 +167,26 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ReadError, WriteError, CheckpointError, FileNotFoundError) as exc:
-        print(f"napari-diffseg {args.command}: error: {exc}", file=sys.stderr)
+    except (ReadError, WriteError, CheckpointError) as exc:
+        print(f"napari-diffseg {args.command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
+    except OSError as exc:  # permission denied, no space left, read-only file system, ...
+        print(f"napari-diffseg {args.command}: error: {describe_os_error(exc)}",
+              file=sys.stderr)
+        return 2
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OS error: the path(s) it names, then the reason in words."""
+    from napari_diffseg.io import os_reason
+
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    reason = os_reason(exc)
+    return _one_line(f"{' -> '.join(paths)}: {reason}" if paths else reason)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 if __name__ == "__main__":  # pragma: no cover

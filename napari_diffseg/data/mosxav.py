@@ -49,7 +49,7 @@ def make_mosxav(out: Path | str, *, trainval: int = 4, test: int = 2, frames: in
     resolve as others > balloon > catheter > vessel. Masks are written by
     :func:`napari_diffseg.io.write_mosxav` with ``encoding`` ``"rgb"`` or ``"index"``.
     """
-    from napari_diffseg.io import write_mosxav
+    from napari_diffseg.io import atomic_path, write_mosxav
 
     if trainval < 0 or test < 0 or trainval + test < 1:
         raise ValueError(f"need at least one sequence, got trainval={trainval}, test={test}")
@@ -80,12 +80,16 @@ def make_mosxav(out: Path | str, *, trainval: int = 4, test: int = 2, frames: in
         for split, members in lists.items():
             path = root / "ImageSets" / f"{split}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("".join(f"{m}\n" for m in members), encoding="utf-8")
+            with atomic_path(path) as temp:
+                temp.write_text("".join(f"{m}\n" for m in members), encoding="utf-8")
     return out
 
 
 def _write_jpegs(folder: Path, frames, frame_names: list[str]) -> None:
     """Write ``(T, H, W)`` uint8 frames as ``folder/<name>.jpg`` (quality 95)."""
+    from napari_diffseg.io import atomic_path
+
     folder.mkdir(parents=True, exist_ok=True)
     for frame, name in zip(frames, frame_names, strict=True):
-        Image.fromarray(frame).save(folder / f"{name}.jpg", quality=JPEG_QUALITY)
+        with atomic_path(folder / f"{name}.jpg") as temp:
+            Image.fromarray(frame).save(temp, format="JPEG", quality=JPEG_QUALITY)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from napari_diffseg import __version__
-from napari_diffseg.io import WriteError, atomic_path
+from napari_diffseg.io import WriteError, atomic_path, remove_stale_temps
 
 logger = logging.getLogger(__name__)
 
@@ -179,23 +179,56 @@ def _read(path: Path, map_location: Any) -> Any:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        if found:
+        code = _refused_code(str(exc))
+        if code is not None:
             raise CheckpointError(
-                f"{path}: refused to load: the file contains objects other than tensors and "
-                f"plain data ({found.group(1)}), so it is not a napari-diffseg checkpoint "
-                "(and loading it could run arbitrary code)"
+                f"{path}: refused because it contains code ({code}): loading it could run "
+                "arbitrary programs; a napari-diffseg checkpoint holds only tensors and plain "
+                "data (refused to load)"
             ) from exc
         raise CheckpointError(
-            f"{path}: checkpoint file is truncated or corrupt, or holds objects other than "
-            "tensors and plain data"
+            f"{path}: checkpoint file is truncated or corrupt "
+            f"({_first_line(str(exc), 'unreadable pickle data')})"
         ) from exc
     except PermissionError as exc:
         raise CheckpointError(f"{path}: checkpoint could not be read ({exc})") from exc
     except Exception as exc:  # damaged files: RuntimeError, EOFError, OSError (EINVAL), ...
         raise CheckpointError(
-            f"{path}: checkpoint file is truncated or corrupt ({type(exc).__name__}: {exc})"
+            f"{path}: checkpoint file is truncated or corrupt "
+            f"({type(exc).__name__}: {_first_line(str(exc), 'no detail')})"
         ) from exc
+
+
+#: How torch words a ``weights_only`` refusal of a callable or class, across versions:
+#: "Unsupported global: GLOBAL numpy.dtype was not an allowed global by default" (2.4+),
+#: "Trying to load unsupported GLOBAL posix.system whose module posix is blocked" (2.6+),
+#: "Unsupported class builtins.eval" (older). The name is the code the pickle would call.
+_CODE_PATTERNS = (
+    re.compile(r"\bGLOBAL\s+([A-Za-z_][\w.]*)"),
+    re.compile(r"unsupported (?:global|class)[:\s]+([A-Za-z_][\w.]*)", re.IGNORECASE),
+    re.compile(r"(?:module|global) [`'\"]?([A-Za-z_][\w.]*)[`'\"]? is (?:blocked|not allowed)",
+               re.IGNORECASE),
+)
+#: Words of a refusal whose message names no global (REDUCE / BUILD of a non-tensor).
+_CODE_WORDS = ("safe_globals", "add_safe_globals", "only build tensor", "reduce")
+
+
+def _refused_code(message: str) -> str | None:
+    """The callable a ``weights_only`` refusal names, "code" if it names none, or None when
+    the message is about damaged data rather than code."""
+    for pattern in _CODE_PATTERNS:
+        found = pattern.search(message)
+        if found and found.group(1).upper() != "GLOBAL":
+            return found.group(1).rstrip(".")
+    lowered = message.lower()
+    if any(word in lowered for word in _CODE_WORDS):
+        return "code"
+    return None
+
+
+def _first_line(text: str, default: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:200] if lines else default
 
 
 def _check_payload(path: Path, payload: Any) -> None:
@@ -245,6 +278,7 @@ def load_checkpoint(
             not a napari-diffseg checkpoint, written in a newer format, or incomplete.
     """
     path = Path(path)
+    remove_stale_temps(path.parent)  # what killed saves left beside it (never raises)
     payload = _read(path, map_location)
     _check_payload(path, payload)
     try:
@@ -262,6 +296,7 @@ def load_checkpoint(
     if isinstance(config, dict) and set(config) <= names:
         # fields added to ModelConfig since the file was written keep their old value
         config = {**LEGACY_DEFAULTS, **config}
+    _check_classes(path, classes, config)
     ckpt = Checkpoint(
         model_config=config,
         state_dict=payload["state_dict"],
@@ -286,6 +321,28 @@ def load_checkpoint(
     return ckpt
 
 
+def _check_classes(path: Path, classes: dict[int, str], config: Any) -> None:
+    """Refuse a class-name list that does not name exactly the network's output classes
+    0..C-1 (C = ``model_config["num_classes"]``): labels would go unnamed or names would
+    point at outputs that do not exist."""
+    count = config.get("num_classes") if isinstance(config, dict) else None
+    if not isinstance(count, int) or isinstance(count, bool):
+        return
+    if set(classes) == set(range(count)):
+        return
+    unnamed = sorted(set(range(count)) - set(classes))
+    extra = sorted(set(classes) - set(range(count)))
+    what = []
+    if unnamed:
+        what.append(f"outputs {unnamed} have no name")
+    if extra:
+        what.append(f"names for {extra} match no output")
+    raise CheckpointError(
+        f"{path}: refused: its class names {dict(sorted(classes.items()))} do not match the "
+        f"network's {count} output classes 0..{count - 1} ({'; '.join(what)})"
+    )
+
+
 def build_model(ckpt: Checkpoint, device: str | torch.device | None = None) -> torch.nn.Module:
     """The network described by ``ckpt.model_config`` with its weights loaded, in eval mode.
 
@@ -307,14 +364,50 @@ def build_model(ckpt: Checkpoint, device: str | torch.device | None = None) -> t
         raise CheckpointError(
             f"{name}: its model_config cannot be used by napari-diffseg {__version__} ({exc})"
         ) from exc
+    difference = state_dict_difference(model.state_dict(), ckpt.state_dict)
+    if difference:
+        raise CheckpointError(
+            f"{name}: the weights don't match the architecture described by its model_config: "
+            f"{difference}"
+        )
     try:
         model.load_state_dict(ckpt.state_dict, strict=True)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(
             f"{name}: the weights don't match the architecture described by its model_config "
-            f"({exc})"
+            f"({_first_line(str(exc), type(exc).__name__)})"
         ) from exc
     if device is not None:
         model = model.to(device)
     model.eval()
     return model
+
+
+def state_dict_difference(expected: dict[str, Any], found: dict[str, Any], show: int = 3) -> str:
+    """One line saying how ``found`` (a file's weights) differs from ``expected`` (the
+    network's): counts of missing, unexpected and reshaped tensors with the first ``show`` of
+    each; "" when names and shapes agree."""
+
+    def first(names: list[str]) -> str:
+        more = f", … {len(names) - show} more" if len(names) > show else ""
+        return ", ".join(names[:show]) + more
+
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    reshaped = [
+        f"{k} {tuple(found[k].shape)} in the file, {tuple(expected[k].shape)} in the network"
+        for k in expected
+        if k in found and hasattr(found[k], "shape")
+        and tuple(found[k].shape) != tuple(expected[k].shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing ({first(missing)})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected ({first(unexpected)})")
+    if reshaped:
+        parts.append(f"{len(reshaped)} of another shape ({first(reshaped)})")
+    if not parts:
+        return ""
+    return (f"{'; '.join(parts)} of {len(expected)} tensors; was it written for another "
+            "model_config?")

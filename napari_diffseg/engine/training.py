@@ -222,7 +222,9 @@ class Trainer:
             cfg = model_config or ModelConfig()
             cfg = ModelConfig(**{**asdict(cfg), "num_classes": max(data.num_classes, 2)})
             self.model = DiffSegNet(cfg).to(self.device)
-            self.classes = dict(data.classes)
+            # every output class gets a name (a checkpoint names exactly its outputs)
+            self.classes = {i: data.classes.get(i, "background" if i == 0 else f"class {i}")
+                            for i in range(cfg.num_classes)}
             self.normalisation = dict(DEFAULT_NORMALISATION)
         self.config = self.model.config
         self.teacher = copy.deepcopy(self.model).eval()

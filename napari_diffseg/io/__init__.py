@@ -10,7 +10,7 @@ downloads (semantic or instance masks, ImageSets splits). Bad input raises
 This package imports no torch, Qt or napari.
 """
 
-from ._atomic import atomic_path
+from ._atomic import atomic_path, check_writable_folder, os_reason, remove_stale_temps
 from .core import FORMATS, SUPPORTED_DESCRIPTION, Video, VideoMetadata
 from .davis import list_sequences, read_classes
 from .detect import SEQUENCE_PARENTS, detect_format, read, read_dataset, read_sequences
@@ -23,6 +23,9 @@ __all__ = [
     "SEQUENCE_PARENTS",
     "read_sequences",
     "atomic_path",
+    "check_writable_folder",
+    "os_reason",
+    "remove_stale_temps",
     "DEFAULT_PALETTE",
     "FORMATS",
     "MOSXAV_CLASSES",

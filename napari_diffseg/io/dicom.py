@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.pixels import get_decoder, pixel_array
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
 from ._stack import rgb_stack_to_gray
 from .core import Video, numbered_video
@@ -80,6 +81,7 @@ def read_dicom(path: str | Path, *, keep_color: bool = False) -> Video:
     if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
         raise ReadError(f"{path}: DICOM file has no pixel data", path=path)
     _check_decoder(path, ds)
+    _check_pixel_size(path, ds)  # before anything is allocated from the header's word
     arr = _read_native(path, ds)
     if arr is None:
         with decode_errors(path, "DICOM pixel data"):
@@ -135,6 +137,101 @@ def _check_decoder(path: Path, ds: pydicom.Dataset) -> None:
             f"it is installed. Install one of: {missing}",
             path=path,
         )
+
+
+def _header_int(path: Path, ds: pydicom.Dataset, keyword: str, default: int | None = None
+                ) -> int:
+    value = ds.get(keyword, default)
+    try:
+        number = int(value if value not in (None, "") else default)
+    except (TypeError, ValueError) as exc:
+        raise ReadError(f"{path}: header field {keyword} is {value!r}, not a whole number; "
+                        "the file is corrupt", path=path) from exc
+    if number < 1:
+        raise ReadError(f"{path}: header field {keyword} is {number}; it must be at least 1, "
+                        "the file is corrupt", path=path)
+    return number
+
+
+def _check_pixel_size(path: Path, ds: pydicom.Dataset) -> None:
+    """Refuse a header whose Rows x Columns x NumberOfFrames x SamplesPerPixel x
+    BitsAllocated claims more pixel data than the file can hold, before anything is
+    allocated: uncompressed, the claim must fit in the bytes after the Pixel Data tag;
+    compressed, every frame needs a fragment of its own and the claim may exceed the
+    compressed bytes at most :data:`MAX_COMPRESSION` times. Raises ReadError naming the file
+    and the field."""
+    if "PixelData" not in ds:
+        return  # float pixel data: left to pydicom
+    rows = _header_int(path, ds, "Rows")
+    cols = _header_int(path, ds, "Columns")
+    frames = _header_int(path, ds, "NumberOfFrames", 1)
+    samples = _header_int(path, ds, "SamplesPerPixel", 1)
+    bits = _header_int(path, ds, "BitsAllocated")
+    frame_bytes = (rows * cols * samples * bits + 7) // 8
+    claimed = frame_bytes * frames
+    element = ds.get_item("PixelData", keep_deferred=True)
+    size = path.stat().st_size
+    start = getattr(element, "value_tell", None)
+    available = size - start if isinstance(start, int) else size
+    syntax = ds.file_meta.TransferSyntaxUID
+    bad = f"{path}: could not be decoded as DICOM: header field"
+    where = (f"{frames} frame(s) of {rows} x {cols} x {samples} sample(s) x {bits} bits = "
+             f"{claimed} bytes")
+    if not syntax.is_encapsulated:
+        if claimed <= available:
+            return
+        field = ("NumberOfFrames" if frames > 1 and frame_bytes <= available
+                 else "Rows x Columns x BitsAllocated")
+        raise ReadError(f"{bad} {field} does not fit the file: it claims {where} "
+                        f"of pixel data but only {max(available, 0)} bytes follow; the header "
+                        "is corrupt or the file truncated", path=path)
+    fragments, compressed = _count_fragments(path, start, size)
+    if fragments is not None and frames > fragments:
+        raise ReadError(f"{bad} NumberOfFrames ({frames}) exceeds the "
+                        f"{fragments} compressed fragment(s) in the file; the header is corrupt "
+                        "or the file truncated", path=path)
+    ratio = MAX_COMPRESSION.get(str(syntax), MAX_COMPRESSION["*"])
+    if claimed > max(compressed if compressed is not None else available, 1) * ratio:
+        field = "NumberOfFrames" if frames > 1 and frame_bytes * ratio <= available else (
+            "Rows x Columns x BitsAllocated")
+        raise ReadError(f"{bad} {field} does not fit the file: it claims {where} "
+                        f"of pixel data, more than {ratio} times the "
+                        f"{compressed or available} compressed bytes that follow "
+                        f"({syntax.name}); the header is corrupt", path=path)
+
+
+#: How many times its compressed size a frame may decode to: RLE's longest run is 128 bytes in
+#: 2; JPEG 2000 and JPEG-LS code a blank 16-bit 1024 x 1024 frame in ~150 bytes (14 000:1).
+MAX_COMPRESSION = {str(RLELossless): 130, "*": 1 << 16}
+
+
+def _count_fragments(path: Path, start: int | None, size: int) -> tuple[int | None, int | None]:
+    """(fragments, bytes in them) of encapsulated pixel data at ``start`` by walking the item
+    headers (8 bytes each) without reading the data; (None, None) if it cannot be walked."""
+    if not isinstance(start, int):
+        return None, None
+    count = total = 0
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(start)
+            first = True
+            while True:
+                head = handle.read(8)
+                if len(head) < 8:
+                    break
+                group, element, length = struct.unpack("<HHI", head)
+                if (group, element) == (0xFFFE, 0xE0DD):  # sequence delimiter
+                    break
+                if (group, element) != (0xFFFE, 0xE000) or length == 0xFFFFFFFF:
+                    return None, None
+                if not first:  # the first item is the Basic Offset Table
+                    count += 1
+                    total += min(length, size - handle.tell())
+                first = False
+                handle.seek(length, 1)
+    except OSError:
+        return None, None
+    return count, total
 
 
 def _read_native(path: Path, ds: pydicom.Dataset) -> np.ndarray | None:

@@ -10,7 +10,8 @@ a DAVIS/MOSXAV dataset, ``<dataset root>/<sequence>.diffseg/``) and holds::
                                    proposals and every correction, verified or not
     uncertainty.npz                the per-pixel uncertainty (T, H, W) float16, if segmented
 
-Every file is replaced atomically, so a crash mid-save leaves the previous save readable.
+Every file is replaced atomically, so a crash mid-save leaves the previous save readable; the
+temporary files a killed save leaves are removed when the project is opened next.
 Numpy only: no torch, Qt or napari.
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._atomic import atomic_path
+from ._atomic import atomic_path, remove_stale_temps
 from .detect import SEQUENCE_PARENTS
 from .errors import ReadError, WriteError
 from .writers import write_annotations
@@ -211,6 +212,13 @@ def _load_npz(path: Path, key: str, shape: tuple[int, ...]) -> np.ndarray | None
     return array
 
 
+def clean_project_folder(folder: str | Path) -> list[Path]:
+    """Remove what interrupted saves left in a project folder: our stale temporary files
+    (see :func:`napari_diffseg.io.remove_stale_temps`), at any depth. Returns them."""
+    folder = Path(folder)
+    return remove_stale_temps(folder, recursive=True) if folder.is_dir() else []
+
+
 def has_project(folder: str | Path) -> bool:
     return (Path(folder) / STATE_FILE).is_file()
 
@@ -223,6 +231,7 @@ def load_project(
     Raises ReadError naming the file if the project is unreadable or was made for a video of
     another shape than `expected_shape`."""
     folder = Path(folder)
+    clean_project_folder(folder)
     path = folder / STATE_FILE
     try:
         state = ProjectState.from_json(json.loads(path.read_text()))

@@ -55,6 +55,7 @@ def read_tiff(path: str | Path, *, keep_color: bool = False) -> Video:
         with tifffile.TiffFile(path) as tif:
             series = _single_series(path, tif)
             _check_extents(path, tif)
+            _check_claimed_size(path, tif, series)
             data = series.asarray()
             axes = series.axes
             fps = _imagej_fps(tif.imagej_metadata)
@@ -96,6 +97,49 @@ def _check_extents(path: Path, tif: tifffile.TiffFile) -> None:
                 f"of the file ({max(ends)} > {size} bytes), the file is truncated",
                 path=path,
             )
+
+
+#: How many times its stored bytes a compressed page may decode to (zlib's limit is ~1000:1;
+#: JPEG 2000 / JPEG-XL tiles of a blank image go further).
+MAX_COMPRESSION = 1 << 16
+
+
+def _check_claimed_size(path: Path, tif: tifffile.TiffFile, series: Any) -> None:
+    """Refuse sizes the file cannot hold before tifffile allocates them: each page's
+    ImageWidth x ImageLength x SamplesPerPixel x BitsPerSample against the bytes its strips or
+    tiles hold, and the series' page count (from ImageJ or tifffile shape metadata) against
+    the pages in the file. Raises ReadError naming the file and the field."""
+    size = tif.filehandle.size
+    bad = f"{path}: could not be decoded as TIFF:"
+    pages = [page for page in tif.pages if hasattr(page, "imagewidth")]
+    for index, page in enumerate(pages):
+        claimed = (page.imagewidth * page.imagelength * max(page.imagedepth, 1)
+                   * page.samplesperpixel * page.bitspersample + 7) // 8
+        stored = sum(int(c) for c in getattr(page, "databytecounts", ()) or ())
+        ratio = 1 if page.compression == 1 else MAX_COMPRESSION
+        if claimed > max(stored, 1) * ratio or claimed > size * ratio:
+            raise ReadError(
+                f"{bad} page {index}'s header fields ImageWidth x ImageLength "
+                f"({page.imagewidth} x {page.imagelength}, {page.samplesperpixel} sample(s) of "
+                f"{page.bitspersample} bits) claim {claimed} bytes but its data holds {stored}; "
+                "the file is corrupt",
+                path=path,
+            )
+    claimed = math.prod(series.shape) * np.dtype(series.dtype).itemsize
+    page_bytes = max(math.prod(pages[0].shape) * np.dtype(series.dtype).itemsize, 1) if pages \
+        else 1
+    frames = claimed // page_bytes
+    compressed = any(page.compression != 1 for page in pages)
+    limit = size * (MAX_COMPRESSION if compressed else 1)
+    if frames > len(pages) and claimed > limit:
+        where = {"imagej": "ImageJ 'images'", "shaped": "tifffile 'shape'"}.get(
+            str(getattr(series, "kind", "")).lower(), "series")
+        raise ReadError(
+            f"{bad} its {where} metadata claims {frames} pages of shape {pages[0].shape} "
+            f"({claimed} bytes) but the file holds {len(pages)} page(s) in {size} bytes; the "
+            "metadata is corrupt",
+            path=path,
+        )
 
 
 def _to_frames(path: Path, data: np.ndarray, axes: str, *, keep_color: bool) -> np.ndarray:

@@ -36,7 +36,8 @@ def _read_pyav(path: Path, *, keep_color: bool) -> Video:
         with iio.imopen(path, "r", plugin="pyav") as file:
             props = file.properties()
             metadata = file.metadata()
-            stack = FrameStack(keep_color=keep_color, capacity=props.shape[0] or 0)
+            capacity = _frames_to_preallocate(path, props.shape)
+            stack = FrameStack(keep_color=keep_color, capacity=capacity)
             for index, frame in enumerate(file.iter(thread_type="FRAME")):
                 stack.add(frame, f"{path} (frame {index})")
     if len(stack) == 0:
@@ -45,6 +46,30 @@ def _read_pyav(path: Path, *, keep_color: bool) -> Video:
     extra = {k: _jsonable(metadata[k]) for k in _META_KEYS if metadata.get(k) is not None}
     fps = _positive_float(metadata.get("fps"))
     return numbered_video(frames, path, "video", fps=fps, extra=extra)
+
+
+#: Preallocate at most this many times the file's size for the frames the container claims;
+#: beyond it the frame buffer grows as frames really arrive.
+PREALLOCATE_RATIO = 64
+
+
+def _frames_to_preallocate(path: Path, shape: tuple[int, ...]) -> int:
+    """How many frames to allocate up front from the container's frame count ``shape[0]``.
+
+    The count comes from the header (or duration x fps) and is not trusted: more frames than
+    the file has bytes is impossible and raises ReadError naming the file and the field; a
+    count that would allocate more than :data:`PREALLOCATE_RATIO` times the file is only a
+    hint, capped (the buffer grows if the frames really come)."""
+    claimed = int(shape[0] or 0) if shape else 0
+    size = path.stat().st_size
+    if claimed > size:
+        raise ReadError(
+            f"{path}: could not be decoded as video: its header's frame count ({claimed} "
+            f"frames) exceeds the file's {size} bytes; the header is corrupt",
+            path=path,
+        )
+    frame_bytes = max(math.prod(int(v) for v in shape[1:]), 1) if len(shape) > 1 else 1
+    return max(min(claimed, PREALLOCATE_RATIO * size // frame_bytes), 1)
 
 
 def _read_gif(path: Path, *, keep_color: bool) -> Video:

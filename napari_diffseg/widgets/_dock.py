@@ -37,7 +37,7 @@ from . import _jobs, _videos
 from ._finetune_panel import FinetunePanel
 from ._review import KEY_NEXT, KEY_VERIFY, ReviewPanel
 from ._review_control import ReviewController
-from ._session import OWNER_KEY, AnnotationSession
+from ._session import OWNER_KEY, AnnotationSession, watch_undo_redo
 from ._signals import on_click
 
 logger = logging.getLogger(__name__)
@@ -354,6 +354,7 @@ class DiffSegWidget(QWidget):
                                 for known in self._connected_labels):
             return
         layer.events.paint.connect(self._on_paint)
+        watch_undo_redo(layer, self._on_undo_redo)  # napari's undo/redo emit no paint event
         self._connected_labels.append(layer)
 
     def _watch_window(self) -> None:
@@ -575,6 +576,11 @@ class DiffSegWidget(QWidget):
 
     def _on_paint(self, event) -> None:
         if self.session is not None and self.session.on_paint(event.value):
+            self.update_review()
+            self.schedule_save()
+
+    def _on_undo_redo(self, layer, atoms, undoing: bool) -> None:
+        if self.session is not None and self.session.on_undo_redo(layer, atoms, undoing):
             self.update_review()
             self.schedule_save()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from napari_diffseg._layers import (
 from napari_diffseg.io.project import (
     PROJECT_DIR_KEY,
     ProjectState,
+    clean_project_folder,
     has_project,
     load_project,
     project_dir_for,
@@ -85,6 +87,49 @@ def frames_in_atom(atom, n_frames: int) -> set[int]:
     return {int(i) for i in np.unique(np.asarray(first))}
 
 
+HISTORY_LIMIT = 100  # napari's Labels keeps this many undo steps
+
+
+def watch_undo_redo(layer, callback) -> None:
+    """Call ``callback(layer, atoms, undoing)`` after napari's ``layer.undo()`` /
+    ``layer.redo()`` (Ctrl+Z, Ctrl+Shift+Z, the layer's buttons), which emit no paint event
+    (and no event at all while the layer is hidden). ``atoms`` is the history item replayed,
+    from a mirror of napari's undo stack kept from the paint events (napari's own is
+    private); ``None`` when the mirror does not know it (strokes made before watching).
+    Wraps the layer's two public methods, once."""
+    if getattr(layer.undo, "diffseg_mirror", None) is not None:
+        return
+    undo_items: deque = deque(maxlen=HISTORY_LIMIT)
+    redo_items: deque = deque(maxlen=HISTORY_LIMIT)
+
+    def painted(event) -> None:
+        undo_items.append(list(event.value or []))
+        redo_items.clear()
+
+    def editable_changed(event=None) -> None:
+        if not layer.editable:  # napari clears its history then
+            undo_items.clear()
+            redo_items.clear()
+
+    layer.events.paint.connect(painted)
+    layer.events.editable.connect(editable_changed)
+    for name, source, target, undoing in (("undo", undo_items, redo_items, True),
+                                          ("redo", redo_items, undo_items, False)):
+        original = getattr(layer, name)
+
+        def replay(*args, _original=original, _source=source, _target=target,
+                   _undoing=undoing, **kwargs):
+            item = _source.pop() if _source else None
+            result = _original(*args, **kwargs)
+            if item is not None:
+                _target.append(item)
+            callback(layer, item, _undoing)
+            return result
+
+        replay.diffseg_mirror = (undo_items, redo_items)
+        setattr(layer, name, replay)
+
+
 class AnnotationSession:
     """Links a video's Image layer to `<video> pseudo-labels`, `<video> uncertainty` and the
     project folder. frames: (T, H, W[, 3]); labels: (T, H, W) uint8."""
@@ -116,6 +161,10 @@ class AnnotationSession:
         self.labels_layer = None
         self.uncertainty_layer = None
         self.dirty_frames: set[int] = set()
+        # history items of napari's undo stack that touch each frame, and the frames that
+        # were edited before any of them: undoing every stroke on a frame un-edits it
+        self._strokes: dict[int, int] = {}
+        self._edited_before: set[int] = set()
         self.dirty_state = False
         self.dirty_uncertainty = False
 
@@ -232,13 +281,47 @@ class AnnotationSession:
     # -- user edits ------------------------------------------------------------------------
     def on_paint(self, atoms) -> set[int]:
         """Record the frames a napari paint event (a list of history atoms) changed."""
-        frames: set[int] = set()
-        for atom in atoms or []:
-            frames |= frames_in_atom(atom, self.shape[0])
+        frames = self._frames_of(atoms)
+        for frame in frames:
+            if not self._strokes.get(frame) and frame in self.state.edited:
+                self._edited_before.add(frame)
+            self._strokes[frame] = self._strokes.get(frame, 0) + 1
         if frames:
             self.state.edited = sorted(set(self.state.edited) | frames)
             self.dirty_frames |= frames
             self.dirty_state = True
+        return frames
+
+    def on_undo_redo(self, layer, atoms, undoing: bool) -> bool:
+        """Record napari's undo (``undoing``) or redo of one history item (a list of atoms)
+        on ``layer``: its frames changed like after painting, and a frame whose every stroke
+        is undone is no longer edited (unless it was before these strokes). False for
+        another video's layer (nothing to save)."""
+        if layer is not self.labels_layer:
+            return False
+        if atoms is None:  # a stroke we did not see: which frames is unknown, save them all
+            self.dirty_frames |= set(self.state.verified)
+            self.dirty_state = True
+            return True
+        frames = self._frames_of(atoms)
+        edited = set(self.state.edited)
+        for frame in frames:
+            count = self._strokes.get(frame, 0) + (-1 if undoing else 1)
+            self._strokes[frame] = max(count, 0)
+            if count > 0 or frame in self._edited_before:
+                edited.add(frame)
+            else:
+                edited.discard(frame)
+        if frames:
+            self.state.edited = sorted(edited)
+            self.dirty_frames |= frames
+            self.dirty_state = True
+        return True
+
+    def _frames_of(self, atoms) -> set[int]:
+        frames: set[int] = set()
+        for atom in atoms or []:
+            frames |= frames_in_atom(atom, self.shape[0])
         return frames
 
     def set_verified(self, frame: int, verified: bool = True) -> None:
@@ -315,6 +398,7 @@ class AnnotationSession:
     def restore(self) -> bool:
         """Load the project folder into the layers if one exists; True if it did.
         Raises ReadError (naming the file) for a broken project or another video's."""
+        clean_project_folder(self.project_dir)  # temporary files of killed saves
         if not has_project(self.project_dir):
             return False
         state, labels, unc = load_project(self.project_dir, expected_shape=self.shape)

@@ -98,7 +98,7 @@ def test_file_is_a_plain_dict(tmp_path: Path) -> None:
 def test_defaults_and_conversions(tmp_path: Path) -> None:
     @dataclass
     class Config:
-        num_classes: int = 3
+        num_classes: int = 2
         width: int = 8
 
     ckpt = Checkpoint(
@@ -109,7 +109,7 @@ def test_defaults_and_conversions(tmp_path: Path) -> None:
         schedule={"timesteps": 10},
         metrics={"dice": np.float64(0.5), "where": tmp_path},
     )
-    assert ckpt.model_config == {"num_classes": 3, "width": 8}
+    assert ckpt.model_config == {"num_classes": 2, "width": 8}
     assert ckpt.classes == {0: "background", 1: "vessel"}
     assert ckpt.train_options == {} and ckpt.training_state is None
     loaded = load_checkpoint(save_checkpoint(tmp_path / "sub" / "dir" / "m.ckpt", ckpt))
@@ -185,15 +185,76 @@ def test_foreign_torch_file(tmp_path: Path, payload: object) -> None:
         load_checkpoint(path)
 
 
-def test_arbitrary_objects_are_refused(tmp_path: Path) -> None:
+class RunsCode:
+    """A pickle that would run a program when loaded without weights_only."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo this must never run",))
+
+
+@pytest.mark.parametrize("payload, name", [(Arbitrary(), "Arbitrary"), (RunsCode(), "system"),
+                                           (np.zeros(3), "numpy")])
+def test_code_in_a_checkpoint_is_refused_as_code(tmp_path: Path, payload, name) -> None:
+    """Whatever torch's current wording of a weights_only refusal, the user reads that the
+    file was refused because it contains code (not that it is corrupt)."""
     with_torch = tmp_path / "evil.pt"
-    torch.save({"format": FORMAT, "payload": Arbitrary()}, with_torch)
-    with pytest.raises(CheckpointError, match=r"evil\.pt: refused to load.*Arbitrary"):
+    torch.save({"format": FORMAT, "payload": payload}, with_torch)
+    with pytest.raises(CheckpointError) as info:
         load_checkpoint(with_torch)
+    message = str(info.value)
+    assert message.startswith(f"{with_torch}: refused because it contains code")
+    assert name in message and "corrupt" not in message and "\n" not in message
+
+
+def test_plain_pickle_with_code_is_refused(tmp_path: Path) -> None:
     plain_pickle = tmp_path / "evil.pkl"
     plain_pickle.write_bytes(pickle.dumps(Arbitrary(), protocol=2))
-    with pytest.raises(CheckpointError, match=r"evil\.pkl: refused to load"):
+    with pytest.raises(CheckpointError, match=r"evil\.pkl: refused because it contains code"):
         load_checkpoint(plain_pickle)
+
+
+@pytest.mark.parametrize("wording", [
+    "Weights only load failed. ... Unsupported global: GLOBAL numpy.dtype was not an allowed "
+    "global by default. Please use `torch.serialization.add_safe_globals([numpy.dtype])`",
+    "Weights only load failed. Trying to load unsupported GLOBAL posix.system whose module "
+    "posix is blocked.",
+    "Weights only load failed. Unsupported class builtins.eval",
+    "Weights only load failed. Trying to call reduce for unrecognized function <built-in>",
+])
+def test_refusal_wordings_of_torch_versions(tmp_path: Path, monkeypatch, wording) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", make_checkpoint())
+
+    def refuse(*args, **kwargs):
+        raise pickle.UnpicklingError(wording)
+
+    monkeypatch.setattr(torch, "load", refuse)
+    with pytest.raises(CheckpointError, match=r"m\.pt: refused because it contains code"):
+        load_checkpoint(path)
+
+
+def test_corrupt_pickle_is_not_called_code(tmp_path: Path, monkeypatch) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", make_checkpoint())
+
+    def corrupt(*args, **kwargs):
+        raise pickle.UnpicklingError("Weights only load failed.\nWeightsUnpickler error: "
+                                     "Unsupported operand 149")
+
+    monkeypatch.setattr(torch, "load", corrupt)
+    with pytest.raises(CheckpointError, match=r"m\.pt: checkpoint file is truncated or corrupt"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("classes, why", [
+    ({0: "background", 1: "vessel"}, r"outputs \[2\] have no name"),
+    ({0: "background", 1: "vessel", 2: "catheter", 3: "guidewire"}, r"names for \[3\] match no"),
+])
+def test_class_names_must_match_the_output_classes(tmp_path: Path, classes, why) -> None:
+    path = save_checkpoint(tmp_path / "m.pt", make_checkpoint(classes=classes))
+    with pytest.raises(CheckpointError, match=r"m\.pt: refused: its class names .*3 output "
+                       rf"classes 0\.\.2 \({why}"):
+        load_checkpoint(path)
 
 
 def test_future_version(tmp_path: Path) -> None:
@@ -272,14 +333,22 @@ def test_checkpoint_from_before_encoder_stride_builds_the_old_network(tmp_path: 
 
 @needs_network
 def test_build_model_with_mismatched_weights(tmp_path: Path) -> None:
+    """One line with a short summary of what differs, not torch's hundred-line list."""
     from napari_diffseg.model.network import DiffSegNet, ModelConfig
 
     model = DiffSegNet(ModelConfig(**small_config()))
     wider = {**small_config(), "width": 16}
-    ckpt = make_checkpoint(model_config=wider, state_dict=model.state_dict())
+    weights = dict(model.state_dict())
+    weights["stray.weight"] = torch.zeros(1)
+    del weights[next(iter(weights))]
+    ckpt = make_checkpoint(model_config=wider, state_dict=weights)
     loaded = load_checkpoint(save_checkpoint(tmp_path / "m.ckpt", ckpt))
-    with pytest.raises(CheckpointError, match=r"m\.ckpt: the weights don't match the arch"):
+    with pytest.raises(CheckpointError, match=r"m\.ckpt: the weights don't match the arch") as info:
         build_model(loaded)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 700, message
+    assert "1 missing (" in message and "1 unexpected (stray.weight)" in message
+    assert "of another shape (" in message and "more)" in message
 
 
 @needs_network
@@ -288,3 +357,26 @@ def test_build_model_with_unknown_config_key(tmp_path: Path) -> None:
     loaded = load_checkpoint(save_checkpoint(tmp_path / "m.ckpt", ckpt))
     with pytest.raises(CheckpointError, match=r"m\.ckpt: its model_config cannot be used"):
         build_model(loaded)
+
+
+def test_opening_a_checkpoint_removes_stale_temps_beside_it(tmp_path: Path) -> None:
+    """A killed save leaves `.<name>.<pid>-<hex>.tmp`; opening the folder's checkpoint removes
+    those of dead writers, and nothing else."""
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    path = save_checkpoint(tmp_path / "finetuned.pt", make_checkpoint())
+    stale = tmp_path / f".finetuned.pt.{child.pid}-feedbeef.tmp"
+    fresh = tmp_path / f".other.pt.{child.pid}-feedbee0.tmp"
+    foreign = tmp_path / "notes.tmp"
+    for file in (stale, fresh, foreign):
+        file.write_bytes(b"half")
+    os.utime(stale, (0, 0))
+    os.utime(foreign, (0, 0))
+
+    load_checkpoint(path)
+
+    assert not stale.exists() and fresh.exists() and foreign.exists()

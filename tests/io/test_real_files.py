@@ -25,6 +25,8 @@ def test_jpeg_lossless_xa_dicom_opens(name, frames):
     assert video.frames.shape == (frames, 512, 512)
     assert video.frames.dtype == np.uint8
     assert video.meta.fps == pytest.approx(1000 / 66.67, rel=1e-3)
+    assert float(video.meta.extra["FrameTime"]) == pytest.approx(66.67, abs=0.01)
+    assert video.meta.extra["NumberOfFrames"] == frames
     assert video.meta.spacing == pytest.approx((0.390625, 0.390625))
     # decoded pixels, not a blank buffer: a phantom's vessels and background differ
     assert float(video.frames.std()) > 5

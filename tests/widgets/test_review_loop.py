@@ -4,6 +4,9 @@ on the canvas, the uncertainty strip and the playback speed."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 from conftest import labels_of
 from qtpy.QtCore import QPoint, Qt
@@ -195,3 +198,35 @@ def test_frames_segmented_off_screen_show_when_visited(qtbot, segmented):
         dock.go_to_frame(frame)
         np.testing.assert_array_equal(np.asarray(labels._slice.image.raw), labels.data[frame])
         np.testing.assert_allclose(np.asarray(unc._slice.image.raw), unc.data[frame])
+
+
+def test_undo_and_redo_save_like_painting_and_the_frame_state_follows(qtbot, segmented):
+    """napari's undo/redo emit no paint event: they must still start the 2 s autosave, and a
+    frame whose only stroke is undone is "proposed" again (redo: "edited")."""
+    viewer, dock, path = segmented
+    labels = labels_of(viewer, "run1")
+    overlay = viewer.canvas.overlays.text
+    state_file = path.parent / "run1.diffseg" / "state.json"
+
+    def saved_edited():
+        qtbot.waitUntil(lambda: dock.save_label.text() == "saved", timeout=10_000)
+        return json.loads(state_file.read_text())["edited"]
+
+    saved_edited()
+    dock.go_to_frame(4)
+    before = np.array(labels.data[4])
+    labels.paint((4, 10, 10), (int(before[10, 10]) + 1) % 4)
+    assert 4 in saved_edited() and overlay.text == "frame 4 · edited"
+
+    labels.undo()
+    np.testing.assert_array_equal(labels.data[4], before)
+    assert dock.save_label.text() == "unsaved changes" and dock._autosave.isActive()
+    assert 4 not in dock.session.state.edited and overlay.text == "frame 4 · proposed"
+    assert 4 not in saved_edited()
+
+    labels.redo()
+    assert dock.save_label.text() == "unsaved changes" and dock._autosave.isActive()
+    assert 4 in dock.session.state.edited and overlay.text == "frame 4 · edited"
+    assert 4 in saved_edited()
+    saved_labels = np.load(path.parent / "run1.diffseg" / "labels.npz")["labels"]
+    np.testing.assert_array_equal(saved_labels[4], np.asarray(labels.data[4]))
