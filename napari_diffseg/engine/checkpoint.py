@@ -296,7 +296,7 @@ def load_checkpoint(
     if isinstance(config, dict) and set(config) <= names:
         # fields added to ModelConfig since the file was written keep their old value
         config = {**LEGACY_DEFAULTS, **config}
-    _check_classes(path, classes, config)
+    classes = _check_classes(path, classes, config)
     ckpt = Checkpoint(
         model_config=config,
         state_dict=payload["state_dict"],
@@ -321,26 +321,31 @@ def load_checkpoint(
     return ckpt
 
 
-def _check_classes(path: Path, classes: dict[int, str], config: Any) -> None:
-    """Refuse a class-name list that does not name exactly the network's output classes
-    0..C-1 (C = ``model_config["num_classes"]``): labels would go unnamed or names would
-    point at outputs that do not exist."""
+def _check_classes(path: Path, classes: dict[int, str], config: Any) -> dict[int, str]:
+    """The class names of a checkpoint, checked against the network's output classes 0..C-1
+    (C = ``model_config["num_classes"]``). Names for outputs that do not exist are refused:
+    the file contradicts itself, and a legend would offer classes the model never gives.
+    Outputs without a name (files of versions before 0.1.0's check, trained on data that did
+    not name every class) are kept, named "class N", with a warning."""
     count = config.get("num_classes") if isinstance(config, dict) else None
     if not isinstance(count, int) or isinstance(count, bool):
-        return
-    if set(classes) == set(range(count)):
-        return
+        return classes
     unnamed = sorted(set(range(count)) - set(classes))
     extra = sorted(set(classes) - set(range(count)))
-    what = []
-    if unnamed:
-        what.append(f"outputs {unnamed} have no name")
     if extra:
-        what.append(f"names for {extra} match no output")
-    raise CheckpointError(
-        f"{path}: refused: its class names {dict(sorted(classes.items()))} do not match the "
-        f"network's {count} output classes 0..{count - 1} ({'; '.join(what)})"
-    )
+        what = [f"names for {extra} match no output"]
+        if unnamed:
+            what.append(f"outputs {unnamed} have no name")
+        raise CheckpointError(
+            f"{path}: refused: its class names {dict(sorted(classes.items()))} do not match "
+            f"the network's {count} output classes 0..{count - 1} ({'; '.join(what)})"
+        )
+    if unnamed:
+        logger.warning("%s: outputs %s of the network have no class name; shown as "
+                       "'class N'", path, unnamed)
+        classes = {**classes, **{i: ("background" if i == 0 else f"class {i}")
+                                 for i in unnamed}}
+    return dict(sorted(classes.items()))
 
 
 def build_model(ckpt: Checkpoint, device: str | torch.device | None = None) -> torch.nn.Module:

@@ -247,14 +247,24 @@ def test_corrupt_pickle_is_not_called_code(tmp_path: Path, monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("classes, why", [
-    ({0: "background", 1: "vessel"}, r"outputs \[2\] have no name"),
     ({0: "background", 1: "vessel", 2: "catheter", 3: "guidewire"}, r"names for \[3\] match no"),
+    ({0: "background", 5: "vessel"}, r"names for \[5\] match no output; outputs \[1, 2\]"),
 ])
-def test_class_names_must_match_the_output_classes(tmp_path: Path, classes, why) -> None:
+def test_class_names_for_missing_outputs_are_refused(tmp_path: Path, classes, why) -> None:
     path = save_checkpoint(tmp_path / "m.pt", make_checkpoint(classes=classes))
     with pytest.raises(CheckpointError, match=r"m\.pt: refused: its class names .*3 output "
                        rf"classes 0\.\.2 \({why}"):
         load_checkpoint(path)
+
+
+def test_unnamed_outputs_are_named_and_warned_about(tmp_path: Path, caplog) -> None:
+    """An older file whose training data did not name every output still loads."""
+    path = save_checkpoint(tmp_path / "m.pt",
+                           make_checkpoint(classes={0: "background", 1: "vessel"}))
+    with caplog.at_level("WARNING", logger="napari_diffseg"):
+        ckpt = load_checkpoint(path)
+    assert ckpt.classes == {0: "background", 1: "vessel", 2: "class 2"}
+    assert "outputs [2] of the network have no class name" in caplog.text
 
 
 def test_future_version(tmp_path: Path) -> None:
