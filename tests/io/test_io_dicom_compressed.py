@@ -2,8 +2,8 @@
 
 The default install decodes JPEG Lossless, JPEG-LS, JPEG 2000 (pylibjpeg with its libjpeg and
 openjpeg plugins) and RLE (pydicom itself). Encoding is another matter: pydicom encodes RLE
-itself and JPEG 2000 through pylibjpeg-openjpeg, but JPEG-LS only through `pyjpegls`, which we
-do not install; that case is skipped, naming the missing encoder.
+itself and JPEG 2000 through pylibjpeg-openjpeg, JPEG-LS only through `pyjpegls`, which the
+`testing` extra installs (without it that case is skipped, naming the missing encoder).
 """
 
 from __future__ import annotations
