@@ -291,3 +291,19 @@ def propagate(frames: np.ndarray, labels: np.ndarray, source: int, **kwargs
               ) -> list[PropagatedFrame]:
     """All of :func:`iter_propagate`'s frames as a list (same arguments)."""
     return list(iter_propagate(frames, labels, source, **kwargs))
+
+
+def propagate_sources(frames: np.ndarray, labels: np.ndarray, sources: Iterable[int], *,
+                      keep: Iterable[int] = (), **kwargs) -> dict[int, PropagatedFrame]:
+    """Propagate several corrected frames; each frame reached takes the proposal of its
+    nearest source (the earlier source on a tie). Same arguments as :func:`iter_propagate`
+    (`sources` are added to `keep`: a source is never written). Returns frame -> proposal."""
+    sources = sorted({int(s) for s in sources})
+    kept = {int(i) for i in keep} | set(sources)
+    best: dict[int, PropagatedFrame] = {}
+    for source in sources:
+        for item in iter_propagate(frames, labels, source, keep=kept, **kwargs):
+            held = best.get(item.index)
+            if held is None or abs(item.index - source) < abs(item.index - held.source):
+                best[item.index] = item
+    return best

@@ -108,7 +108,12 @@ def next_model_id(project_dir: str | Path) -> str:
 
 def record_model(project_dir: str | Path, record: ModelRecord) -> Path:
     """Write ``models/<id>.json`` (atomically); returns its path."""
-    folder = models_dir(project_dir)
+    return record_model_at(model_file(project_dir, record.id), record)
+
+
+def record_model_at(checkpoint: str | Path, record: ModelRecord) -> Path:
+    """Write `record` next to `checkpoint` (``x.pt`` -> ``x.json``, atomically)."""
+    folder = Path(checkpoint).parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -116,7 +121,7 @@ def record_model(project_dir: str | Path, record: ModelRecord) -> Path:
                          path=folder) from exc
     if not record.created:
         record.created = time.time()
-    path = folder / f"{record.id}.json"
+    path = Path(checkpoint).with_suffix(".json")
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(record.to_json(), indent=1))
     logger.info("recorded model %s in %s", record.id, folder)
