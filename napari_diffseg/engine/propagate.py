@@ -53,8 +53,11 @@ class PropagateOptions:
     "ilk" (``optical_flow_ilk``, about twice as fast);
     max_size: the flow is computed on frames downscaled so their longer side is at most this
     (0: full resolution), then scaled back;
-    confidence: the model's label is kept where its confidence ``1 - entropy / ln C`` is at
-    least this, the warped label is taken elsewhere;
+    confidence: far from the source, the model's label is kept where its confidence
+    ``1 - entropy / ln C`` is at least this, the warped label is taken elsewhere;
+    decay: near the source the warped labels are trusted more: at d frames from it the model
+    needs a confidence of ``confidence + (1 - confidence) * decay ** d`` to override them
+    (0: the same threshold at every distance);
     agreement_factor: the uncertainty is multiplied by this where the warped labels agree with
     the model's.
     """
@@ -64,6 +67,7 @@ class PropagateOptions:
     method: str = "tvl1"
     max_size: int = 256
     confidence: float = 0.5
+    decay: float = 0.7
     agreement_factor: float = 0.25
 
     def __post_init__(self) -> None:
@@ -75,6 +79,8 @@ class PropagateOptions:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if not 0.0 <= self.confidence <= 1.0:
             raise ValueError(f"confidence must be in [0, 1], got {self.confidence}")
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {self.decay}")
         if not 0.0 <= self.agreement_factor <= 1.0:
             raise ValueError(f"agreement_factor must be in [0, 1], got {self.agreement_factor}")
 
@@ -172,6 +178,13 @@ def fuse(warped: np.ndarray, model_labels: np.ndarray, entropy: np.ndarray, num_
     warped, model_labels: (H, W) ids; entropy: (H, W) nats."""
     confident = model_confidence(entropy, num_classes) >= confidence
     return np.where(confident, model_labels, warped).astype(np.uint8)
+
+
+def threshold(options: PropagateOptions, distance: int) -> float:
+    """The model confidence needed to override the warped labels `distance` frames from the
+    source: ``confidence + (1 - confidence) * decay ** distance``."""
+    c = options.confidence
+    return c + (1.0 - c) * options.decay ** max(int(distance), 0) if options.decay else c
 
 
 def propagation_plan(source: int, n_frames: int, options: PropagateOptions
@@ -273,7 +286,8 @@ def iter_propagate(
         if model_labels is not None and target in has_model:
             model = np.asarray(model_labels[target]).astype(np.uint8)
             entropy = np.asarray(uncertainty[target], dtype=np.float32)
-            fused = fuse(warped, model, entropy, num_classes, options.confidence)
+            fused = fuse(warped, model, entropy, num_classes,
+                         threshold(options, abs(target - source)))
             agree = warped == model
             unc = np.where(agree, entropy * options.agreement_factor, entropy)
             agreement = float(agree.mean())

@@ -14,6 +14,7 @@ from napari_diffseg.engine.propagate import (
     fuse,
     propagate,
     propagation_plan,
+    threshold,
 )
 
 SHIFT = (2, -3)  # (dy, dx) per frame
@@ -105,6 +106,11 @@ def test_fuse_threshold():
     model = np.array([[2, 2]], np.uint8)
     entropy = np.array([[0.0, math.log(4)]], np.float32)
     np.testing.assert_array_equal(fuse(warped, model, entropy, 4, 0.5), [[2, 1]])
+    # near the corrected frame the warped labels need a surer model to be overridden
+    options = PropagateOptions(confidence=0.5, decay=0.7)
+    assert threshold(options, 1) == pytest.approx(0.85)
+    assert threshold(options, 5) == pytest.approx(0.5 + 0.5 * 0.7 ** 5)
+    assert threshold(PropagateOptions(decay=0.0), 1) == 0.5
 
 
 def test_cancel_and_bad_arguments(shifted):
