@@ -109,6 +109,7 @@ class PropagateController:
         self.worker = None
         self._stop = threading.Event()
         self._written: list[int] = []
+        self._offset = 0  # first frame of the window the worker got
         on_click(self.panel.button, self.start)
         on_click(self.panel.cancel_button, self.cancel)
 
