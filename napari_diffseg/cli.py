@@ -6,6 +6,8 @@ train DATA        train or fine-tune a model on a DAVIS / MOSXAV dataset
 adapt INPUT       adapt a model to one video, from zero or more corrected frames
 segment INPUT     segment a video (any readable format): labels, uncertainty, summary.json
 evaluate DATA     per-class Dice, IoU and HD95 of a model on a dataset's annotated frames
+propagate INPUT   carry a video project's verified frames to their neighbours
+models INPUT      list the models fine-tuned in a video's project
 make-sample OUT   write a synthetic DAVIS-style angiography dataset with sparse labels
 info PATH         show what the readers see in a file or folder (format, frames, labels)
 demo              open napari with the plugin and the bundled sample video
@@ -48,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     _add_engine_parsers(sub)
+    from napari_diffseg._cli_project import add_project_parsers
+
+    add_project_parsers(sub, _positive_int)
 
     p = sub.add_parser(
         "make-sample",

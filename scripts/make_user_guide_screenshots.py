@@ -1,8 +1,8 @@
 """Regenerate the screenshots of docs/user-guide.md from the real dock widget.
 
 Runs the whole workflow on the sample video with the bundled model: open, segment, review,
-correct + verify a frame, fine-tune briefly, and saves a picture of the napari window at
-each step. Needs a display; on a headless machine:
+correct + verify a frame, propagate it, fine-tune briefly, and saves a picture of the napari
+window at each step. Needs a display; on a headless machine:
 
     xvfb-run -a .venv/bin/python scripts/make_user_guide_screenshots.py
 
@@ -84,12 +84,20 @@ def main() -> None:
         dock.review.contours.setChecked(False)
         dock.review.todo_only.setChecked(False)
 
+        # propagate the last verified frame to its neighbours (the J key)
+        source = dock.session.state.verified[-1]
+        dock.go_to_frame(source)
+        dock.propagating.start(source)
+        wait(lambda: dock.propagating.worker is None)
+        dock.go_to_frame(min(source + 2, dock.session.shape[0] - 1))
+        shoot(viewer, args.out / "guide-propagated.png")
+
         dock.tabs.setCurrentWidget(dock.finetune)
         dock.finetune.iterations.setValue(args.iterations)
         dock.finetune.val_fraction.setValue(0.25)
         dock.start_finetune()
         wait(lambda: dock.finetune_worker is None)
-        shoot(viewer, args.out / "guide-finetune.png")
+        shoot(viewer, args.out / "guide-finetune.png")  # the model history list included
         print("verified frames:", dock.session.state.verified,
               "labels changed:", int(np.count_nonzero(labels.data)))
         dock.shutdown()

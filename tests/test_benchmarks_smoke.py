@@ -179,3 +179,21 @@ def test_memory_benchmark_segments_a_uint16_cine_through_the_cli(tmp_path):
     assert result["uncertainty_maps_written"] == 5
     assert 50 < result["peak_rss_mb"] < 3000
     assert "| 64² × 5, uint16 |" in stdout
+
+
+def test_propagation_benchmark_smoke(tmp_path):
+    out = tmp_path / "propagation.json"
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(DOC_STUB)
+    stdout = _bench("bench_propagation.py", tmp_path, "--smoke", "--out", str(out),
+                    "--docs", str(docs))
+    rows = (_rows(stdout, "nothing") + _rows(stdout, "(a)") + _rows(stdout, "(b)")
+            + _rows(stdout, "(c)"))
+    assert len(rows) == 4 and all(0 <= _number(r[1]) <= 1 for r in rows)
+    assert "target of a ≥ 30% relative error reduction" in stdout
+    result = json.loads(out.read_text())
+    (video,) = result["videos"]
+    assert video["corrected"] == [5] and video["finetune_s"] > 0
+    text = docs.read_text()
+    assert "<!-- propagation:start -->" in text and "bench_propagation.py --smoke" in text
+    assert "old uncertainty text" in text

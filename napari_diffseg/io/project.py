@@ -3,12 +3,16 @@
 A project lives in a folder next to the video (``<video stem>.diffseg/``; for a sequence inside
 a DAVIS/MOSXAV dataset, ``<dataset root>/<sequence>.diffseg/``) and holds::
 
-    state.json                     what the widgets share: verified and edited frames, frame and
-                                   per-class uncertainty scores, model, settings (written last)
+    state.json                     what the widgets share: verified, edited and propagated frames,
+                                   frame and per-class uncertainty scores, model, which model (or
+                                   "propagated", or "user") made each frame's labels, settings
+                                   (written last)
     Annotations/<sequence>/*.png   the verified frames as DAVIS palette PNGs (+ classes.json)
     labels.npz                     the whole working label volume (T, H, W) uint8: model
                                    proposals and every correction, verified or not
     uncertainty.npz                the per-pixel uncertainty (T, H, W) float16, if segmented
+    models/                        every model fine-tuned or adapted here, ``<id>.pt`` with
+                                   ``<id>.json`` (see :mod:`.model_history`)
 
 Every file is replaced atomically, so a crash mid-save leaves the previous save readable; the
 temporary files a killed save leaves are removed when the project is opened next.
@@ -38,6 +42,9 @@ STATE_FILE = "state.json"
 LABELS_FILE = "labels.npz"
 UNCERTAINTY_FILE = "uncertainty.npz"
 STATE_VERSION = 1
+#: label_source values other than a model's name
+SOURCE_PROPAGATED = "propagated"
+SOURCE_USER = "user"
 
 
 @dataclass
@@ -49,7 +56,12 @@ class ProjectState:
     edited: frames the user painted on (never overwritten by a new segmentation);
     segmented: frames that hold a model proposal; frame_scores: T uncertainty scores (None
     where not segmented); class_scores: T rows of C per-class scores (None entries unknown);
-    model: the checkpoint that made the proposals ("bundled" for the packaged model).
+    model: the checkpoint that made the proposals ("bundled" for the packaged model);
+    propagated: frames whose labels were propagated from a verified neighbour (not verified);
+    label_source: T entries, who made each frame's current labels: a model (its history id,
+    "bundled", or a checkpoint path), "propagated", "user", or None (nothing yet).
+
+    Projects written before ``propagated`` and ``label_source`` existed open with them empty.
     """
 
     video: str = ""
@@ -63,6 +75,8 @@ class ProjectState:
     frame_scores: list[float | None] = field(default_factory=list)
     class_scores: list[list[float | None]] | None = None
     model: str | None = None
+    propagated: list[int] = field(default_factory=list)
+    label_source: list[str | None] = field(default_factory=list)
     settings: dict = field(default_factory=dict)
     saved_at: float = 0.0
     version: int = STATE_VERSION
@@ -75,8 +89,10 @@ class ProjectState:
             self.frame_names = [f"{i:05d}" for i in range(t)]
         if not self.frame_scores:
             self.frame_scores = [None] * t
-        for name in ("verified", "edited", "segmented"):
+        for name in ("verified", "edited", "segmented", "propagated"):
             setattr(self, name, sorted({int(i) for i in getattr(self, name)}))
+        sources = [None if s is None else str(s) for s in self.label_source][:t]
+        self.label_source = sources + [None] * (t - len(sources))
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -88,6 +104,30 @@ class ProjectState:
     def from_json(cls, data: dict) -> ProjectState:
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def status(self, frame: int) -> str:
+        """"verified" beats "edited" (painted) beats "propagated" beats "proposed" (the
+        model's); "-" for a frame with no labels yet."""
+        if frame in self.verified:
+            return "verified"
+        if frame in self.edited:
+            return "edited"
+        if frame in self.propagated:
+            return "propagated"
+        if frame in self.segmented:
+            return "proposed"
+        return "-"
+
+    def set_source(self, frame: int, source: str | None) -> None:
+        """Record who made `frame`'s current labels; a source other than "propagated" takes
+        the frame out of the propagated ones."""
+        frame = int(frame)
+        self.label_source[frame] = source
+        if source == SOURCE_PROPAGATED:
+            if frame not in self.propagated:
+                self.propagated = sorted({*self.propagated, frame})
+        elif frame in self.propagated:
+            self.propagated = [i for i in self.propagated if i != frame]
 
     def ranking(self, unverified_only: bool = False) -> list[int]:
         """Frame indices from most to least uncertain (frames without a score last)."""

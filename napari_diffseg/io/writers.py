@@ -20,6 +20,7 @@ from .core import default_frame_names
 from .davis import ANNOTATIONS_DIR, CLASSES_FILE, FRAMES_DIR, read_classes
 from .errors import ReadError, WriteError
 from .frames import IMAGE_SUFFIXES, list_image_files
+from .model_history import provenance_path, write_provenance
 from .mosxav import (
     LABELS_FILE,
     MOSXAV_CLASSES,
@@ -106,6 +107,7 @@ def write_davis(
     frames: Iterable[int] | None = None,
     classes: Mapping[int, str] | Sequence[str] | None = None,
     images: np.ndarray | None = None,
+    provenance: Mapping | None = None,
 ) -> Path:
     """Write one sequence of a DAVIS-style dataset and return ``root``.
 
@@ -116,7 +118,9 @@ def write_davis(
     (see :func:`write_annotations`). An existing ``classes.json`` that disagrees with
     ``classes`` raises :class:`WriteError`; without ``classes`` an existing one is used to
     validate the labels. Without ``images``, an existing ``JPEGImages/<sequence>`` must
-    hold the annotated frames.
+    hold the annotated frames. ``provenance`` (see
+    :func:`~napari_diffseg.io.model_history.provenance`) goes to
+    ``root/<sequence>.provenance.json``.
     """
     root = Path(root)
     _check_stem(sequence, "sequence name")
@@ -146,6 +150,8 @@ def write_davis(
     if images is not None:
         _write_images(frame_dir, images, names)
     write_annotations(root / ANNOTATIONS_DIR / sequence, labels, frame_names=names, frames=indices)
+    if provenance is not None:
+        write_provenance(provenance_path(root, sequence), dict(provenance))
     logger.info("wrote DAVIS sequence %s to %s", sequence, root)
     return root
 
@@ -159,6 +165,7 @@ def write_mosxav(
     frames: Iterable[int] | None = None,
     encoding: str = "index",
     classes: Mapping[int, str] | Sequence[str] | None = None,
+    provenance: Mapping | None = None,
 ) -> Path:
     """Write semantic masks of one sequence into a MOSXAV split folder and return ``root``.
 
@@ -168,6 +175,7 @@ def write_mosxav(
     ``encoding="rgb"`` as RGB PNGs of the class colours. ``root/labels.json`` gets the class
     names (default :data:`MOSXAV_CLASSES`) as a list (a mapping if ids have gaps); an existing
     one that disagrees raises :class:`WriteError`. Frames themselves are not written.
+    ``provenance`` goes to ``root/<sequence>.provenance.json``.
     """
     root = Path(root)
     _check_stem(sequence, "sequence name")
@@ -196,6 +204,8 @@ def write_mosxav(
         _write_classes(labels_path, new, as_list=sorted(new) == list(range(len(new))))
     encode = _palette_image(MOSXAV_PALETTE) if encoding == "index" else _rgb_image
     _write_pngs(root / SEMANTIC_DIR / sequence, labels, names, indices, encode)
+    if provenance is not None:
+        write_provenance(provenance_path(root, sequence), dict(provenance))
     logger.info("wrote MOSXAV sequence %s (%s masks) to %s", sequence, encoding, root)
     return root
 
@@ -206,8 +216,10 @@ def _rgb_image(ids: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(colours))
 
 
-def write_tiff(path: str | Path, labels: np.ndarray) -> Path:
-    """Write ``(T, H, W)`` labels as a T-page TIFF (zlib-compressed, dtype kept)."""
+def write_tiff(path: str | Path, labels: np.ndarray, *,
+               provenance: Mapping | None = None) -> Path:
+    """Write ``(T, H, W)`` labels as a T-page TIFF (zlib-compressed, dtype kept);
+    ``provenance`` goes next to it as ``<stem>.provenance.json``."""
     path = Path(path)
     labels = np.asarray(labels)
     if labels.ndim != 3 or labels.shape[0] == 0:
@@ -225,6 +237,8 @@ def write_tiff(path: str | Path, labels: np.ndarray) -> Path:
             compression="zlib",
             metadata={"axes": "TYX"},
         )
+    if provenance is not None:
+        write_provenance(provenance_path(path), dict(provenance))
     logger.info("wrote %s %s labels to %s", labels.shape, labels.dtype, path)
     return path
 

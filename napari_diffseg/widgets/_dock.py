@@ -35,6 +35,8 @@ from napari_diffseg.io import ReadError
 
 from . import _jobs, _videos
 from ._finetune_panel import FinetunePanel
+from ._history_control import ModelHistoryController
+from ._propagate_control import PropagateController
 from ._review import KEY_NEXT, KEY_VERIFY, ReviewPanel
 from ._review_control import ReviewController
 from ._session import OWNER_KEY, AnnotationSession, watch_undo_redo
@@ -101,6 +103,8 @@ class DiffSegWidget(QWidget):
         self._resegmenting = False  # the running segmentation came from the Fine-tune tab
         self._fitted = False  # the view is refitted once the dock is shown
         self.reviewing = ReviewController(self)
+        self.propagating = PropagateController(self)
+        self.history = ModelHistoryController(self)
         self._build_ui()
         self._autosave = QTimer(self)
         self._autosave.setSingleShot(True)
@@ -120,6 +124,7 @@ class DiffSegWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._layer_removed)
         self.viewer.dims.events.current_step.connect(self._frame_changed)
         self.reviewing.bind_keys()
+        self.propagating.bind_keys()
         self._refresh_layer_choices()
 
     # -- UI ----------------------------------------------------------------------------------
@@ -155,6 +160,7 @@ class DiffSegWidget(QWidget):
         on_click(self.review.verify_button, self.toggle_verified)
         self.review.show_uncertainty.toggled.connect(self._toggle_uncertainty)
         self.review.contours.toggled.connect(self._toggle_contours)
+        self.review.layout().addWidget(self.propagating.panel)
         self.tabs.addTab(self.review, "Review")
         self.finetune = FinetunePanel()
         on_click(self.finetune.start_button, self.start_finetune)
@@ -163,6 +169,7 @@ class DiffSegWidget(QWidget):
         on_click(self.finetune.stop_button, self.stop_finetune)
         on_click(self.finetune.resegment_button, self.resegment_with_new_model)
         on_click(self.finetune.reseg_cancel_button, self.cancel_segmentation)
+        self.finetune.layout().addWidget(self.history.panel)
         self.tabs.addTab(self.finetune, "Fine-tune")
         self.tabs.addTab(self._build_export_tab(), "Export")
         layout.addWidget(self.tabs)
@@ -345,7 +352,7 @@ class DiffSegWidget(QWidget):
         self.project_label.setText(str(self.session.project_dir))
         self._show_save_state(UNSAVED if self.session.dirty else SAVED)
         QTimer.singleShot(0, self.reviewing.apply_frame_rate)  # once napari has the slider
-        self.finetune.output.setText(str(self.session.project_dir / "models" / "finetuned.pt"))
+        self.history.open_project()
         self.update_review()
 
     def _connect_labels(self) -> None:
@@ -552,6 +559,12 @@ class DiffSegWidget(QWidget):
     def notify_info(self, message: str) -> None:
         show_info(message)
 
+    def notify_warning(self, message: str) -> None:
+        show_warning(message)
+
+    def notify_error(self, message: str) -> None:
+        show_error(message)
+
     def go_to_frame(self, frame: int) -> None:
         step = list(self.viewer.dims.current_step)
         if step:
@@ -701,14 +714,15 @@ class DiffSegWidget(QWidget):
         self.finetune.val_frames.setText("")
         self.finetune.set_running(True)
         self._finetune_output = str(output)
+        self.history.started("finetune", init, output, session.state.verified, options,
+                             self.finetune.val_fraction.value())
         worker.start()
         return worker
 
     def _checkpoint_output(self) -> Path | None:
         """The Fine-tune tab's checkpoint path (default <project>/models/finetuned.pt), its
         folder created; None (and an error notification) if it cannot be written."""
-        output = Path(self.finetune.output.text() or self.session.project_dir / "models" /
-                      "finetuned.pt")
+        output = Path(self.finetune.output.text() or self.history.next_output())
         try:
             output.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -754,6 +768,8 @@ class DiffSegWidget(QWidget):
         self.finetune.status.setText("adapting: making pseudo-labels…")
         self.finetune.set_running(True)
         self._finetune_output = str(output)
+        self.history.started("adapt", init, output, session.state.verified,
+                             {"iterations": iterations})
         worker.start()
         return worker
 
@@ -814,6 +830,7 @@ class DiffSegWidget(QWidget):
             panel.status.setText(f"{how}: checkpoint {event['path']}"
                                  + (f" ({dice})" if dice else ""))
             show_info(f"fine-tuning {how}; the new model is {event['path']}")
+            self.history.finished(event)
         elif kind == "error":
             show_error(f"fine-tuning failed: {event['message']}")
             panel.status.setText(f"failed: {event['message']}")
@@ -853,16 +870,18 @@ class DiffSegWidget(QWidget):
     def export(self, kind: str, path: str | Path) -> Path | None:
         """kind: "davis" | "mosxav" (verified frames) | "tiff" (all frames)."""
         from napari_diffseg.io import write_davis, write_mosxav, write_tiff
+        from napari_diffseg.io.model_history import provenance
 
         try:
             s, labels = self._export_args()
             if kind == "tiff":
-                out = write_tiff(path, labels)
+                out = write_tiff(path, labels, provenance=provenance(s.state, s.project_dir))
             else:
                 if not s.state.verified:
                     raise ValueError("no verified frames to export as annotations")
                 common = {"frame_names": s.state.frame_names, "frames": s.state.verified,
-                          "classes": s.state.classes or None}
+                          "classes": s.state.classes or None,
+                          "provenance": provenance(s.state, s.project_dir, s.state.verified)}
                 if kind == "davis":
                     frames = np.asarray(s.frames)
                     images = frames if frames.dtype in (np.uint8, np.uint16) else None
@@ -901,6 +920,8 @@ class DiffSegWidget(QWidget):
         self.stop_finetune()
         if self._control is not None and self._control.process is not None:
             self._control.process.kill()
+        self.propagating.cancel()
         self.save_now(force=True)
         self.reviewing.unbind_keys()
+        self.propagating.unbind_keys()
 

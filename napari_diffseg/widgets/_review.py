@@ -24,6 +24,7 @@ from ._legend import ClassLegend
 from ._session import (
     STATUS_EDITED,
     STATUS_NONE,
+    STATUS_PROPAGATED,
     STATUS_PROPOSED,
     STATUS_VERIFIED,
     frame_status,
@@ -38,6 +39,7 @@ __all__ = ["STATUS_COLORS", "STATUS_EDITED", "STATUS_NONE", "STATUS_PROPOSED",
 STATUS_COLORS = {
     STATUS_VERIFIED: (QColor("#2e7d32"), QColor("#ffffff")),
     STATUS_EDITED: (QColor("#ffb300"), QColor("#000000")),
+    STATUS_PROPAGATED: (QColor("#1565c0"), QColor("#ffffff")),
 }
 
 KEY_PREVIOUS = "Shift+U"

@@ -20,8 +20,11 @@ from napari_diffseg._layers import (
     uncertainty_layer_kwargs,
     uncertainty_limits,
 )
+from napari_diffseg.io.model_history import model_name
 from napari_diffseg.io.project import (
     PROJECT_DIR_KEY,
+    SOURCE_PROPAGATED,
+    SOURCE_USER,
     ProjectState,
     clean_project_folder,
     has_project,
@@ -39,6 +42,7 @@ OWNER_KEY = "napari_diffseg"
 STATUS_VERIFIED = "verified"
 STATUS_EDITED = "edited"
 STATUS_PROPOSED = "proposed"
+STATUS_PROPAGATED = "propagated"
 STATUS_NONE = "-"
 
 
@@ -64,14 +68,9 @@ def frames_of(layer) -> np.ndarray:
 
 
 def frame_status(state: ProjectState, frame: int) -> str:
-    """A frame's STATUS_*: verified beats edited (painted) beats proposed (segmented)."""
-    if frame in state.verified:
-        return STATUS_VERIFIED
-    if frame in state.edited:
-        return STATUS_EDITED
-    if frame in state.segmented:
-        return STATUS_PROPOSED
-    return STATUS_NONE
+    """A frame's STATUS_*: verified beats edited (painted) beats propagated beats proposed
+    (segmented); see :meth:`ProjectState.status`."""
+    return state.status(frame)
 
 
 def frames_in_atom(atom, n_frames: int) -> set[int]:
@@ -165,6 +164,7 @@ class AnnotationSession:
         # were edited before any of them: undoing every stroke on a frame un-edits it
         self._strokes: dict[int, int] = {}
         self._edited_before: set[int] = set()
+        self._source_before: dict[int, str | None] = {}
         self.dirty_state = False
         self.dirty_uncertainty = False
 
@@ -259,6 +259,7 @@ class AnnotationSession:
         if self.state.class_scores is None:
             self.state.class_scores = [[None] * len(self.state.classes)
                                        for _ in range(self.shape[0])]
+        source = self.model_name(self.state.model)
         for k, frame in enumerate(np.asarray(chunk.indices).tolist()):
             unc[frame] = chunk.entropy[k]
             self.state.frame_scores[frame] = float(chunk.frame_scores[k])
@@ -270,6 +271,7 @@ class AnnotationSession:
             if self.protected(frame):
                 continue
             labels[frame] = chunk.labels[k]
+            self.state.set_source(frame, source)
             written.append(frame)
             self.dirty_frames.add(frame)
         if shown is None or shown in np.asarray(chunk.indices).tolist():
@@ -278,14 +280,51 @@ class AnnotationSession:
         self.dirty_state = self.dirty_uncertainty = True
         return written
 
+    def model_name(self, path: str | Path | None) -> str | None:
+        """How the project names a checkpoint: its history id, "bundled", or its path."""
+        return model_name(path, self.project_dir)
+
+    def apply_propagated(self, item, shown: int | None = None) -> bool:
+        """Put a :class:`~napari_diffseg.engine.propagate.PropagatedFrame` into the layers
+        unless its frame is the user's (verified or painted); True if written. The frame
+        becomes "propagated"; its uncertainty scores fall with its uncertainty map."""
+        frame = int(item.index)
+        if self.protected(frame):
+            return False
+        self.ensure_layers()
+        self.labels_layer.data[frame] = item.labels
+        if item.uncertainty is not None:
+            unc = self.uncertainty_layer.data
+            before = float(np.mean(unc[frame]))
+            unc[frame] = item.uncertainty
+            ratio = float(np.mean(item.uncertainty)) / before if before > 0 else 1.0
+            if self.state.frame_scores[frame] is not None:
+                self.state.frame_scores[frame] = float(self.state.frame_scores[frame]) * ratio
+            if self.state.class_scores is not None:
+                self.state.class_scores[frame] = [
+                    None if v is None else float(v) * ratio
+                    for v in self.state.class_scores[frame]]
+            self.dirty_uncertainty = True
+        self.state.set_source(frame, SOURCE_PROPAGATED)
+        self.dirty_frames.add(frame)
+        self.dirty_state = True
+        if shown is None or shown == frame:
+            self.labels_layer.refresh()
+            self.uncertainty_layer.refresh()
+        return True
+
     # -- user edits ------------------------------------------------------------------------
     def on_paint(self, atoms) -> set[int]:
         """Record the frames a napari paint event (a list of history atoms) changed."""
         frames = self._frames_of(atoms)
         for frame in frames:
-            if not self._strokes.get(frame) and frame in self.state.edited:
-                self._edited_before.add(frame)
+            if not self._strokes.get(frame):
+                if frame in self.state.edited:
+                    self._edited_before.add(frame)
+                # who made the labels before these strokes: undoing them all gives it back
+                self._source_before[frame] = self.state.label_source[frame]
             self._strokes[frame] = self._strokes.get(frame, 0) + 1
+            self.state.set_source(frame, SOURCE_USER)
         if frames:
             self.state.edited = sorted(set(self.state.edited) | frames)
             self.dirty_frames |= frames
@@ -310,8 +349,10 @@ class AnnotationSession:
             self._strokes[frame] = max(count, 0)
             if count > 0 or frame in self._edited_before:
                 edited.add(frame)
+                self.state.set_source(frame, SOURCE_USER)
             else:
                 edited.discard(frame)
+                self.state.set_source(frame, self._source_before.get(frame))
         if frames:
             self.state.edited = sorted(edited)
             self.dirty_frames |= frames
@@ -363,7 +404,8 @@ class AnnotationSession:
                      if (after + k) % t not in verified), None)
 
     def status(self, frame: int) -> str:
-        """"verified", "edited" (painted, not verified), "proposed" (the model's) or "-"."""
+        """"verified", "edited" (painted, not verified), "propagated", "proposed" (the
+        model's) or "-"."""
         return frame_status(self.state, frame)
 
     # -- persistence -----------------------------------------------------------------------
@@ -429,6 +471,7 @@ class AnnotationSession:
             self.labels_layer.data = np.asarray(layer.data, dtype=np.uint8).copy()
             for frame in meta["labelled"]:
                 self.set_verified(int(frame))
+                self.state.set_source(int(frame), SOURCE_USER)
             self.dirty_frames |= set(self.state.verified)
             return True
         return False

@@ -9,7 +9,7 @@ from qtpy.QtCore import QRectF, Qt, Signal
 from qtpy.QtGui import QColor, QPainter, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from ._session import STATUS_EDITED, STATUS_VERIFIED
+from ._session import STATUS_EDITED, STATUS_PROPAGATED, STATUS_VERIFIED
 
 #: the stops of the uncertainty overlay (black, violet, light violet): a cell has the colour
 #: the overlay gives the frame's score
@@ -17,6 +17,7 @@ _STOPS = ((0.0, (0, 0, 0)), (0.5, (128, 0, 255)), (1.0, (191, 128, 255)))
 UNSCORED = QColor("#3a3d44")
 VERIFIED_MARK = QColor("#43a047")
 EDITED_MARK = QColor("#ffb300")
+PROPAGATED_MARK = QColor("#42a5f5")
 
 
 def score_color(value: float | None, top: float) -> QColor:
@@ -87,7 +88,8 @@ class UncertaintyStrip(QWidget):
             cell = QRectF(i * w, 0, math.ceil(w), h)
             painter.fillRect(cell, score_color(score, self.top))
             status = self.statuses[i] if i < len(self.statuses) else ""
-            mark = {STATUS_VERIFIED: VERIFIED_MARK, STATUS_EDITED: EDITED_MARK}.get(status)
+            mark = {STATUS_VERIFIED: VERIFIED_MARK, STATUS_EDITED: EDITED_MARK,
+                    STATUS_PROPAGATED: PROPAGATED_MARK}.get(status)
             if mark is not None:
                 painter.fillRect(QRectF(i * w, h - 4, math.ceil(w), 4), mark)
         painter.setPen(QPen(QColor("white"), 2))

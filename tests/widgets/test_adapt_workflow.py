@@ -3,6 +3,7 @@ the re-segment button then uses."""
 
 from __future__ import annotations
 
+import json
 import math
 
 from qtpy.QtCore import Qt
@@ -21,7 +22,7 @@ def test_adapt_with_no_verified_frame_shows_progress_stops_and_resegments(
     dock = _dock(viewer, path, tiny_checkpoint)
     assert dock.session.state.verified == []
     dock.finetune.iterations.setValue(5000)
-    output = path.parent / "run1.diffseg" / "models" / "finetuned.pt"
+    output = path.parent / "run1.diffseg" / "models" / "model-001.pt"  # the history's first
     qtbot.mouseClick(dock.finetune.adapt_button, Qt.LeftButton)
     assert dock.finetune_worker is not None
     assert not dock.finetune.adapt_button.isEnabled() and dock.finetune.stop_button.isEnabled()
@@ -51,3 +52,7 @@ def test_adapt_with_no_verified_frame_shows_progress_stops_and_resegments(
     qtbot.waitUntil(lambda: dock.segment_worker is None, timeout=60_000)
     assert dock.session.state.model == str(output)
     assert dock.seg_progress.value() == dock.seg_progress.maximum() == frames.shape[0]
+    # the run is in the model history, and every frame says which model made its labels
+    record = json.loads(output.with_suffix(".json").read_text())
+    assert record["kind"] == "adapt" and record["parent"].endswith("tiny.pt")
+    assert set(dock.session.state.label_source) == {"model-001"}

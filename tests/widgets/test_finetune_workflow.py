@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 
@@ -41,7 +42,7 @@ def verified(make_napari_viewer, qtbot, video_file, tiny_checkpoint):
 def test_fine_tune_writes_a_checkpoint_reports_loss_and_resegments(qtbot, verified):
     viewer, dock, path = verified
     dock.finetune.iterations.setValue(6)
-    output = path.parent / "run1.diffseg" / "models" / "finetuned.pt"
+    output = path.parent / "run1.diffseg" / "models" / "model-001.pt"  # the history's first
     assert dock.finetune.output.text() == str(output)
     worker = dock.start_finetune()
     assert worker is not None and not dock.finetune.start_button.isEnabled()
@@ -55,6 +56,10 @@ def test_fine_tune_writes_a_checkpoint_reports_loss_and_resegments(qtbot, verifi
     assert kinds[-1] == "done" and output.is_file()
     ckpt = load_checkpoint(output)
     assert ckpt.classes == dock.session.state.classes
+    record = json.loads(output.with_suffix(".json").read_text())  # kept in the history
+    assert record["kind"] == "finetune" and record["verified"] == [0, 4]
+    assert record["iterations"] == 6 and record["parent"].endswith("tiny.pt")
+    assert dock.finetune.output.text().endswith("model-002.pt")  # the next run's name
     assert len(dock.finetune.plot.loss) == 6
     assert dock.finetune.start_button.isEnabled()
     assert dock.finetune.resegment_button.isEnabled()

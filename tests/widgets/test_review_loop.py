@@ -214,19 +214,24 @@ def test_undo_and_redo_save_like_painting_and_the_frame_state_follows(qtbot, seg
 
     saved_edited()
     dock.go_to_frame(4)
+    model_source = dock.session.state.label_source[4]
+    assert model_source not in (None, "user")  # the model that segmented it
     before = np.array(labels.data[4])
     labels.paint((4, 10, 10), (int(before[10, 10]) + 1) % 4)
     assert 4 in saved_edited() and overlay.text == "frame 4 · edited"
+    assert dock.session.state.label_source[4] == "user"
 
     labels.undo()
     np.testing.assert_array_equal(labels.data[4], before)
     assert dock.save_label.text() == "unsaved changes" and dock._autosave.isActive()
     assert 4 not in dock.session.state.edited and overlay.text == "frame 4 · proposed"
+    assert dock.session.state.label_source[4] == model_source  # the model's labels again
     assert 4 not in saved_edited()
 
     labels.redo()
     assert dock.save_label.text() == "unsaved changes" and dock._autosave.isActive()
     assert 4 in dock.session.state.edited and overlay.text == "frame 4 · edited"
+    assert dock.session.state.label_source[4] == "user"
     assert 4 in saved_edited()
     saved_labels = np.load(path.parent / "run1.diffseg" / "labels.npz")["labels"]
     np.testing.assert_array_equal(saved_labels[4], np.asarray(labels.data[4]))
