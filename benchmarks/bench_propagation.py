@@ -102,7 +102,7 @@ def say(message: str) -> None:
 
 def run_video(k: int, args, model_path: Path, classes: dict, work: Path) -> dict:
     seq = generate_sequence(SyntheticConfig(size=args.size, frames=args.frames,
-                                            seed=SEED0 + k, difficulty=args.difficulty))
+                                            seed=args.first_seed + k, difficulty=args.difficulty))
     frames, truth = seq.frames, seq.labels
     t = frames.shape[0]
     corrected = list(range(args.every // 2, t, args.every))
@@ -112,7 +112,7 @@ def run_video(k: int, args, model_path: Path, classes: dict, work: Path) -> dict
                                          args.samples)
     working = base.copy()
     working[corrected] = truth[corrected]  # the user's corrections
-    row = {"video": k, "seed": SEED0 + k, "corrected": corrected, "segment_s": seg_s}
+    row = {"video": k, "seed": args.first_seed + k, "corrected": corrected, "segment_s": seg_s}
     row["err_nothing"] = error(working, truth, others, classes)
     say(f"video {k}: segmented in {seg_s:.1f} s")
     prop, row["propagate_s"] = propagate_all(frames, working, entropy, corrected, c, args.reach)
@@ -183,6 +183,8 @@ def table(rows: list[dict], args) -> tuple[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=SEED0,
+                        help="generator seed of the first video (the k-th: FIRST_SEED + k)")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--every", type=int, default=10, help="correct one frame in EVERY")

@@ -784,56 +784,17 @@ class DiffSegWidget(QWidget):
             self.finetune.status.setText("stopping (the best checkpoint is kept)…")
 
     def _on_finetune_event(self, event: dict) -> None:
-        kind = event.get("kind")
-        panel = self.finetune
         if self._control is not None:
             self._control.events.append(event)
-        if kind == "status":
-            panel.status.setText(event["message"])
-            if "total" in event:  # a stage of adapting: frames, then iterations
-                unit = "iterations" if event.get("stage") == "train" else "frames"
-                panel.show_stage(event["done"], event["total"], unit)
-        elif kind == "started":
-            panel.status.setText(f"training on {event.get('device', '?')}…")
-            panel.show_stage(0, event["iterations"], "iterations")
-        elif kind == "validation_frames":
-            frames = event["frames"]
-            panel.val_frames.setText(
-                f"frame{'s' if len(frames) > 1 else ''} {', '.join(map(str, frames))} "
-                "(validation only, not trained on)" if frames
-                else "none: every verified frame is trained on (no validation Dice)")
-        elif kind == "validation_before":
-            panel.plot.set_before(event["val_dice"])
-            panel.status.setText(f"validation Dice before training {event['val_dice']:.3f}; "
-                                 "training…")
-        elif kind == "progress":
-            panel.progress.setValue(int(event["iteration"]))
-            panel.plot.add(int(event["iteration"]), event["losses"].get("total"),
-                           event.get("val_dice"))
-            eta = event["elapsed_s"] / max(event["iteration"], 1) * (
-                event["total"] - event["iteration"])
-            panel.status.setText(
-                f"iteration {event['iteration']}/{event['total']}, loss "
-                f"{event['losses'].get('total', float('nan')):.3f}, about {eta:.0f} s left")
-        elif kind == "checkpoint":
-            panel.status.setText(f"checkpoint saved: {event['path']}")
-        elif kind == "done" and event.get("path") is None:  # adapting stopped early
-            panel.status.setText("stopped before training: no model written")
-        elif kind == "done":
+        self.finetune.show_event(event)  # status, progress, curves, held-out frames
+        kind = event.get("kind")
+        if kind == "done" and event.get("path") is not None:
             self.last_checkpoint = event["path"]
-            best, before = event.get("best_val_dice"), event.get("val_dice_before")
             how = "stopped" if event.get("stopped") else "finished"
-            dice = ""
-            if best is not None:
-                dice = f"best validation Dice {best:.3f}" + (
-                    f", {before:.3f} before training" if before is not None else "")
-            panel.status.setText(f"{how}: checkpoint {event['path']}"
-                                 + (f" ({dice})" if dice else ""))
             show_info(f"fine-tuning {how}; the new model is {event['path']}")
             self.history.finished(event)
         elif kind == "error":
             show_error(f"fine-tuning failed: {event['message']}")
-            panel.status.setText(f"failed: {event['message']}")
 
     def _on_finetune_error(self, exc: BaseException) -> None:
         show_error(f"fine-tuning failed: {_describe_error(exc)}")

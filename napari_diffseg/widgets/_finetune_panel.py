@@ -134,6 +134,54 @@ class FinetunePanel(QWidget):
         self.progress.setRange(0, max(int(total), 1))
         self.progress.setValue(int(done))
 
+    def show_event(self, event: dict) -> None:
+        """Show one event of the fine-tuning / adapting child (engine.finetune's events:
+        status, started, validation_frames, validation_before, progress, checkpoint, done,
+        error) in the status line, the progress bar, the curves and the held-out line."""
+        kind = event.get("kind")
+        if kind == "status":
+            self.status.setText(event["message"])
+            if "total" in event:  # a stage of adapting: frames, then iterations
+                unit = "iterations" if event.get("stage") == "train" else "frames"
+                self.show_stage(event["done"], event["total"], unit)
+        elif kind == "started":
+            self.status.setText(f"training on {event.get('device', '?')}…")
+            self.show_stage(0, event["iterations"], "iterations")
+        elif kind == "validation_frames":
+            frames = event["frames"]
+            self.val_frames.setText(
+                f"frame{'s' if len(frames) > 1 else ''} {', '.join(map(str, frames))} "
+                "(validation only, not trained on)" if frames
+                else "none: every verified frame is trained on (no validation Dice)")
+        elif kind == "validation_before":
+            self.plot.set_before(event["val_dice"])
+            self.status.setText(f"validation Dice before training {event['val_dice']:.3f}; "
+                                "training…")
+        elif kind == "progress":
+            self.progress.setValue(int(event["iteration"]))
+            self.plot.add(int(event["iteration"]), event["losses"].get("total"),
+                          event.get("val_dice"))
+            eta = event["elapsed_s"] / max(event["iteration"], 1) * (
+                event["total"] - event["iteration"])
+            self.status.setText(
+                f"iteration {event['iteration']}/{event['total']}, loss "
+                f"{event['losses'].get('total', float('nan')):.3f}, about {eta:.0f} s left")
+        elif kind == "checkpoint":
+            self.status.setText(f"checkpoint saved: {event['path']}")
+        elif kind == "done" and event.get("path") is None:  # adapting stopped early
+            self.status.setText("stopped before training: no model written")
+        elif kind == "done":
+            best, before = event.get("best_val_dice"), event.get("val_dice_before")
+            how = "stopped" if event.get("stopped") else "finished"
+            dice = ""
+            if best is not None:
+                dice = f"best validation Dice {best:.3f}" + (
+                    f", {before:.3f} before training" if before is not None else "")
+            self.status.setText(f"{how}: checkpoint {event['path']}"
+                                + (f" ({dice})" if dice else ""))
+        elif kind == "error":
+            self.status.setText(f"failed: {event['message']}")
+
     def options(self) -> dict:
         return {**GUI_TRAIN_DEFAULTS, "mode": self.mode.currentData(),
                 "iterations": self.iterations.value()}
