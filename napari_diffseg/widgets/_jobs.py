@@ -16,8 +16,10 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 #: niceness of the dock's worker threads (0 = normal, 19 = lowest): background work yields the
-#: CPU to the UI thread
-BACKGROUND_NICENESS = 10
+#: CPU to the UI thread. 5, not 10: on an idle machine both keep the window answering, but when
+#: other programs load the CPU at normal priority, 10 left a segmentation a tenth of the CPU
+#: (62 s instead of 5-14 s for 6 frames in benchmarks/bench_event_loop.py) for no clear gain.
+BACKGROUND_NICENESS = 5
 
 
 @dataclass
