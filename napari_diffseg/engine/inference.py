@@ -64,6 +64,10 @@ class SegmentOptions:
     batch_size: int | None = None
     device: str = "auto"
     eta: float = 0.0
+    #: stochastic sampler: every step but the last commits each pixel to a class drawn from
+    #: its probabilities, so that samples part ways where the network hesitates (see
+    #: :func:`~napari_diffseg.model.sampling.sample_probabilities`); False: DDIM on the mean
+    draw_x0: bool = False
     #: run the convolutions on channels-last tensors (moves the model's weights to that
     #: layout); same results. On this project's CPU it did not help (see docs/benchmarks.md)
     channels_last: bool = False
@@ -283,7 +287,8 @@ def _sample_batch(
         for start in range(0, rows, chunk):
             frame = torch.arange(start, min(start + chunk, rows), device=device) // k
             probs = sample_probabilities(model, features[frame], sampler, generator,
-                                         on_step=check, noise=noise[start : start + chunk])
+                                         on_step=check, noise=noise[start : start + chunk],
+                                         draw_x0=options.draw_x0)
             acc.add(frame, _calibrate(probs.float()[..., :bh, :bw], options.temperature))
     return acc.maps(k)
 
@@ -320,7 +325,8 @@ def _tta_batch(
             vh, vw = image.shape[-2:]
             x, _ = pad_to_multiple(image, model.config.multiple)
             features = model.encode(model.layout(x))
-            probs = sample_probabilities(model, features, sampler, generator, on_step=check)
+            probs = sample_probabilities(model, features, sampler, generator, on_step=check,
+                                         draw_x0=options.draw_x0)
             probs = dihedral_inverse(probs.float()[..., :vh, :vw], view)
             acc.add(frames, _calibrate(probs, options.temperature))
     return acc.maps(options.tta)
