@@ -39,6 +39,7 @@ from ._review import KEY_NEXT, KEY_VERIFY, ReviewPanel
 from ._review_control import ReviewController
 from ._session import OWNER_KEY, AnnotationSession
 from ._signals import on_click
+from ._uncertainty_choice import UncertaintyChoice
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +194,8 @@ class DiffSegWidget(QWidget):
         self.samples_spin.setToolTip("stochastic samples per frame: their disagreement is the "
                                      "uncertainty (1 sample: entropy only)")
         form.addRow("Samples", self.samples_spin)
+        self.uncertainty_choice = UncertaintyChoice()
+        form.addRow("Uncertainty", self.uncertainty_choice)
         self.range_combo = QComboBox()
         self.range_combo.addItem("all frames", "all")
         self.range_combo.addItem("current frame", "current")
@@ -417,7 +420,7 @@ class DiffSegWidget(QWidget):
         worker = create_worker(
             _jobs.segment_job, path, self.session.frames, indices,
             device=device, steps=self.steps_spin.value(), samples=self.samples_spin.value(),
-            stop=self._stop, _start_thread=False,
+            review=self.uncertainty_choice.mode(), stop=self._stop, _start_thread=False,
             _connect={"yielded": self._on_segment_item, "errored": self._on_segment_error,
                       "finished": self._on_segment_finished},
         )
