@@ -5,7 +5,8 @@ temperature T > 0 fixes most of that (Guo et al. 2017): p_T = softmax(log p / T)
 softens, T < 1 sharpens, the argmax of a single pass never moves. It is fitted by minimising
 the negative log-likelihood of the reference labels of frames a user has verified, and
 applied either to stored probabilities (:func:`apply_temperature`) or at sampling time
-(``SegmentOptions(temperature=T)``, which scales each sample's logits). numpy and scipy only.
+(``SegmentOptions(temperature=T)``, which scales each sample's logits). The fitting is numpy
+and scipy only; :func:`fit_video_temperature` runs the model on a video's verified frames first.
 """
 
 from __future__ import annotations
@@ -82,3 +83,28 @@ def fit_temperature(
     logger.info("temperature %.3f (NLL %.4f -> %.4f on %d pixels)", temperature,
                 _nll(logp, y, 1.0), res.fun, y.size)
     return temperature
+
+
+def fit_video_temperature(
+    model, frames: np.ndarray, labels: np.ndarray, verified, *, normalisation: dict,
+    timesteps: int, options=None, ignore_index: int | None = None,
+) -> float:
+    """The temperature of `model` on a video: its mean probabilities on the `verified` frames
+    of `frames` (T, H, W) (sampled with `options`, at temperature 1) fitted to those frames'
+    `labels` (T, H, W). Refit after every fine-tune: the temperature belongs to a model.
+    Then segment with ``SegmentOptions(temperature=T)``. 1.0 without verified frames."""
+    from dataclasses import replace
+
+    from napari_diffseg.engine.inference import SegmentOptions, iter_segment
+
+    verified = sorted(int(i) for i in verified)
+    if not verified:
+        return 1.0
+    options = replace(options or SegmentOptions(), temperature=1.0)
+    probs, refs = [], []
+    for chunk in iter_segment(model, frames, normalisation=normalisation, timesteps=timesteps,
+                              options=options, indices=verified):
+        probs.append(chunk.probabilities.astype(np.float32))
+        refs.append(np.asarray(labels)[chunk.indices])
+    return fit_temperature(np.concatenate(probs), np.concatenate(refs),
+                           ignore_index=ignore_index)

@@ -104,6 +104,7 @@ class TrainOptions:
     condition_dropout: float = 0.0  # share of rows denoised without the image at all
     high_t_fraction: float = 0.0  # share of rows whose t is drawn from the noisier half
     label_noise: float = 0.0  # share of rows whose x_0 is the label map shifted by 1-2 px
+    label_swap: float = 0.0  # share of rows whose x_0 is another row's label map (wrong x_t)
     # pseudo-labels weighted by the teacher's uncertainty: "gate" keeps the binary
     # max-probability >= confidence_threshold mask; "entropy" weights each pixel by
     # 1 - H / ln C of the teacher's mean probabilities, ramped from 0 below
@@ -122,7 +123,8 @@ class TrainOptions:
         if self.pseudo_weighting not in ("gate", "entropy"):
             raise ValueError(f"pseudo_weighting must be 'gate' or 'entropy', got "
                              f"{self.pseudo_weighting!r}")
-        for name in ("shortcut_dropout", "condition_dropout", "high_t_fraction", "label_noise"):
+        for name in ("shortcut_dropout", "condition_dropout", "high_t_fraction", "label_noise",
+                     "label_swap"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -156,6 +158,18 @@ def shift_labels(labels: torch.Tensor, share: float, generator: torch.Generator)
     for i in torch.nonzero(chosen).flatten().tolist():
         out[i] = torch.roll(labels[i], shifts=(int(dy[i]), int(dx[i])), dims=(-2, -1))
     return out
+
+
+def swap_labels(labels: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """labels (B, H, W) -> the same with a `share` of the rows replaced by the next row's
+    label map (a plausible map of another crop): an x_0 that is wholly wrong, so the denoiser
+    learns that the image, not x_t, decides, and x_t only informs."""
+    b = labels.shape[0]
+    chosen = torch.rand(b, generator=generator) < share
+    if b < 2 or not chosen.any():
+        return labels
+    other = labels.roll(1, dims=0)
+    return torch.where(chosen[:, None, None].to(labels.device), other, labels)
 
 
 def pseudo_label_weight(
@@ -342,6 +356,8 @@ class Trainer:
         x0_labels = labels
         if o.label_noise > 0:
             x0_labels = shift_labels(labels, o.label_noise, self.generator)
+        if o.label_swap > 0:
+            x0_labels = swap_labels(x0_labels, o.label_swap, self.generator)
         x0 = labels_to_analog(x0_labels[self.rows], self.config.num_classes, IGNORE_LABEL)
         x_t = self.schedule.q_sample(x0, t_idx.to(self.device), noise)
         keep = {}

@@ -49,3 +49,28 @@ def test_ignored_pixels_and_validation():
         fit_temperature(probs, np.zeros((4, 4), int))
     with pytest.raises(ValueError, match="temperature"):
         apply_temperature(probs, 0)
+
+
+def test_fit_video_temperature_on_verified_frames():
+    import torch
+    from engine_testdata import TINY
+
+    from napari_diffseg.engine.inference import SegmentOptions, segment
+    from napari_diffseg.model import DiffSegNet, ModelConfig
+
+    torch.manual_seed(0)
+    net = DiffSegNet(ModelConfig(**{**TINY.to_dict(), "num_classes": 3})).eval()
+    frames = np.random.default_rng(0).integers(0, 255, (4, 32, 32), dtype=np.uint8)
+    norm = {"method": "percentile", "low": 1.0, "high": 99.0}
+    opts = SegmentOptions(steps=1, samples=1)
+    from napari_diffseg.engine.calibration import fit_video_temperature
+
+    own = segment(net, frames, normalisation=norm, timesteps=10, options=opts).labels
+    # its own answers are always right: sharpen (T < 1); random answers: soften (T > 1)
+    assert fit_video_temperature(net, frames, own, [0, 2], normalisation=norm, timesteps=10,
+                                 options=opts) < 1.0
+    noise = np.random.default_rng(1).integers(0, 3, own.shape)
+    t_noise = fit_video_temperature(net, frames, noise, [1, 3], normalisation=norm,
+                                    timesteps=10, options=opts)
+    assert t_noise > 1.0
+    assert fit_video_temperature(net, frames, own, [], normalisation=norm, timesteps=10) == 1.0

@@ -14,7 +14,13 @@ import torch
 
 from napari_diffseg.data.sequences import SparseDataset
 from napari_diffseg.engine.inference import SegmentOptions, predict_normalised
-from napari_diffseg.engine.training import TrainOptions, pseudo_label_weight, shift_labels, train
+from napari_diffseg.engine.training import (
+    TrainOptions,
+    pseudo_label_weight,
+    shift_labels,
+    swap_labels,
+    train,
+)
 from napari_diffseg.model import DiffSegNet, ModelConfig
 
 TINY2 = ModelConfig(width=16, depth=2, label_width=16, label_blocks=2, time_dim=32,
@@ -92,7 +98,7 @@ def test_the_denoiser_reads_x_t_after_training(bar_model):
 
 @pytest.mark.parametrize("option", [
     {"shortcut_dropout": 0.5}, {"condition_dropout": 0.3}, {"high_t_fraction": 0.5},
-    {"label_noise": 0.5},
+    {"label_noise": 0.5}, {"label_swap": 0.5},
 ])
 def test_training_options_for_x_t_dependence_train(option):
     opts = TrainOptions(mode="supervised", iterations=3, batch_size=2, crop_size=SIZE,
@@ -128,6 +134,14 @@ def test_shift_labels_rolls_the_chosen_rows():
     out = shift_labels(labels, 1.0, g)
     assert (out.sum(dim=(1, 2)) == 4).all()  # a roll keeps every label
     assert torch.equal(shift_labels(labels, 0.0, g), labels)
+
+
+def test_swap_labels_gives_other_rows_maps():
+    labels = torch.arange(3)[:, None, None].expand(3, 4, 4).clone()
+    g = torch.Generator().manual_seed(0)
+    swapped = swap_labels(labels, 1.0, g)
+    assert [int(swapped[i, 0, 0]) for i in range(3)] == [2, 0, 1]
+    assert torch.equal(swap_labels(labels, 0.0, g), labels)
 
 
 def test_pseudo_label_weights_gate_and_entropy_ramp():
