@@ -631,3 +631,37 @@ def load_for_inference(path, device: str = "auto"):
     ckpt = load_checkpoint(path, map_location="cpu")
     model = build_model(ckpt).to(dev)
     return model, ckpt
+
+
+@torch.no_grad()
+def frame_samples(
+    model: DiffSegNet,
+    frames: np.ndarray,
+    index: int,
+    *,
+    normalisation: dict,
+    timesteps: int,
+    options: SegmentOptions | None = None,
+) -> np.ndarray:
+    """The K diffusion samples of one frame, each as a label map: (K, H, W) uint8, the argmax
+    of each sample's probabilities (what "show K samples" displays; their mean is what
+    :func:`segment` returns). frames: (T, H, W[, 3]) raw video, normalised with the whole
+    video's range as :func:`iter_segment` does; options: steps, samples, seed, eta, draw_x0."""
+    options = options or SegmentOptions()
+    frames = np.asarray(frames)
+    if not 0 <= index < frames.shape[0]:
+        raise ValueError(f"frame index must be in 0..{frames.shape[0] - 1}, got {index}")
+    lo, hi = normalisation_range(frames, normalisation)
+    image = apply_normalisation(frames[index : index + 1], lo, hi,
+                                (normalisation or {}).get("clahe"))
+    image = image.mean(axis=-1) if image.ndim == 4 else image
+    device = next(model.parameters()).device
+    model.eval()
+    x, (h, w) = pad_to_multiple(torch.from_numpy(image.astype(np.float32))[:, None].to(device),
+                                model.config.multiple)
+    k = max(1, options.samples)
+    sampler = DDIMSampler(NoiseSchedule(timesteps), steps=options.steps, eta=options.eta)
+    generator = torch.Generator(device=device).manual_seed(options.seed)
+    features = model.encode(x).repeat_interleave(k, dim=0)
+    probs = sample_probabilities(model, features, sampler, generator, draw_x0=options.draw_x0)
+    return probs[..., :h, :w].argmax(dim=1).to(torch.uint8).cpu().numpy()

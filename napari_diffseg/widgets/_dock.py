@@ -37,6 +37,7 @@ from . import _jobs, _videos
 from ._finetune_panel import FinetunePanel
 from ._review import KEY_NEXT, KEY_VERIFY, ReviewPanel
 from ._review_control import ReviewController
+from ._samples_view import SamplesView
 from ._session import OWNER_KEY, AnnotationSession
 from ._signals import on_click
 from ._uncertainty_choice import UncertaintyChoice
@@ -155,6 +156,7 @@ class DiffSegWidget(QWidget):
         on_click(self.review.verify_button, self.toggle_verified)
         self.review.show_uncertainty.toggled.connect(self._toggle_uncertainty)
         self.review.contours.toggled.connect(self._toggle_contours)
+        self.samples_view = SamplesView(self, self.review.show_samples)
         self.tabs.addTab(self.review, "Review")
         self.finetune = FinetunePanel()
         on_click(self.finetune.start_button, self.start_finetune)

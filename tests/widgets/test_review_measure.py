@@ -46,3 +46,36 @@ def test_dock_ranks_frames_by_the_chosen_score(make_napari_viewer, qtbot, video_
     np.testing.assert_allclose(got, per_class, rtol=1e-4, equal_nan=True)
     if mode == "samples":  # the overlay is the samples' disagreement, not the entropy
         assert np.all(unc <= np.concatenate([c.entropy for c in chunks]) + 1e-5)
+
+
+def test_show_k_samples_draws_the_frames_samples_beside_it(make_napari_viewer, qtbot,
+                                                           video_file, tiny_checkpoint):
+    from napari_diffseg.engine.inference import SegmentOptions, frame_samples
+    from napari_diffseg.widgets._samples_view import GAP
+
+    path, _frames, _labels = video_file
+    viewer = make_napari_viewer()
+    viewer.open(str(path), plugin=PLUGIN)
+    _, dock = viewer.window.add_plugin_dock_widget(PLUGIN, "Diffusion segmentation")
+    dock.model_edit.setText(str(tiny_checkpoint))
+    dock.steps_spin.setValue(2)
+    dock.samples_spin.setValue(3)
+    dock.go_to_frame(5)
+    dock.review.show_samples.setChecked(True)
+    qtbot.waitUntil(lambda: "run1 samples" in viewer.layers, timeout=60_000)
+    layer = viewer.layers["run1 samples"]
+    assert layer.metadata["frame"] == 5
+    data = np.asarray(layer.data)
+    assert data.shape == (64, 3 * 64 + 2 * GAP)
+    assert tuple(layer.translate) == (0.0, 64.0 + GAP)  # beside the frame, not on it
+    model, ckpt = load_for_inference(tiny_checkpoint, "cpu")
+    expected = frame_samples(model, dock.session.frames, 5, normalisation=ckpt.normalisation,
+                             timesteps=10, options=SegmentOptions(steps=2, samples=3))
+    for k in range(3):
+        np.testing.assert_array_equal(data[:, k * (64 + GAP) : k * (64 + GAP) + 64], expected[k])
+    assert (expected[0] != expected[1]).any()  # three samples, not one drawn thrice
+    dock.go_to_frame(2)  # follows the frame on screen
+    qtbot.waitUntil(lambda: viewer.layers["run1 samples"].metadata["frame"] == 2,
+                    timeout=60_000)
+    dock.review.show_samples.setChecked(False)
+    assert "run1 samples" not in viewer.layers
