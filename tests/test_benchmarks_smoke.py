@@ -95,15 +95,21 @@ def test_quality_benchmark_smoke(tmp_path, docs):
 
 
 def test_uncertainty_benchmark_smoke(tmp_path, docs):
+    sys.path.insert(0, str(BENCH))
+    from bench_uncertainty import MEASURES
+
     out = tmp_path / "uncertainty.json"
     stdout = _run("bench_uncertainty.py", tmp_path, "--out", str(out), "--docs", str(docs))
-    rows = _rows(stdout, "frame score") + _rows(stdout, "mean ")
-    assert len(rows) == 3
+    rows = [r for name in MEASURES.values() for r in _rows(stdout, name[3])]
+    assert len(rows) == len(MEASURES)
     for row in rows:
-        removed = [float(c.split("%")[0].split("±")[0]) for c in row[4:7]]
-        assert all(math.isfinite(v) and 0 <= v <= 100 for v in removed)
-    result = json.loads(out.read_text())
-    assert len(result["frames"]) == 2 * 4
+        auroc = float(row[2])
+        assert 0 <= auroc <= 1
+        removed = [float(c.strip(" %")) for c in row[7].split("/")]
+        assert len(removed) == 3 and all(0 <= v <= 100 for v in removed)
+    result = json.loads(out.read_text())["result"]
+    assert set(result["measures"]) == set(MEASURES)
+    assert set(result["runs"]) == {"single", "diffusion", "tta"}
     text = docs.read_text()
     assert "old uncertainty text" not in text and "old quality text" in text
 

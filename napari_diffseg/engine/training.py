@@ -3,7 +3,8 @@
 Semi-supervised iteration:
 1. labelled crops: diffusion loss = CE + Dice of the predicted clean label map at a random t;
 2. unlabelled crops: an EMA teacher samples pseudo-labels by DDIM (K samples, mean
-   probabilities); pixels whose confidence is below a threshold are ignored; the student learns
+   probabilities); pixels are weighted by the teacher's confidence (a binary max-probability
+   gate, or a continuous weight from its predictive entropy with a ramp); the student learns
    them on a strongly augmented view (weighted CE + Dice);
 3. prototype-based contrastive consistency on the denoiser's latent features: class prototypes
    (EMA memory of masked-average features of labelled pixels) anchor an InfoNCE loss for
@@ -97,6 +98,20 @@ class TrainOptions:
     val_every: int = 200
     val_steps: int = 4
     val_samples: int = 1
+    # samples that are samples (docs/model.md, issue 13): training that makes the denoiser
+    # read x_t instead of the image alone
+    shortcut_dropout: float = 0.0  # share of rows trained without the per-pixel image logits
+    condition_dropout: float = 0.0  # share of rows denoised without the image at all
+    high_t_fraction: float = 0.0  # share of rows whose t is drawn from the noisier half
+    label_noise: float = 0.0  # share of rows whose x_0 is the label map shifted by 1-2 px
+    label_swap: float = 0.0  # share of rows whose x_0 is another row's label map (wrong x_t)
+    # pseudo-labels weighted by the teacher's uncertainty: "gate" keeps the binary
+    # max-probability >= confidence_threshold mask; "entropy" weights each pixel by
+    # 1 - H / ln C of the teacher's mean probabilities, ramped from 0 below
+    # uncertainty_low to 1 above uncertainty_high (fractions of ln C, UA-MT style)
+    pseudo_weighting: str = "gate"
+    uncertainty_low: float = 0.75
+    uncertainty_high: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("supervised", "semi"):
@@ -105,6 +120,13 @@ class TrainOptions:
             raise ValueError(f"lr_schedule must be cosine or constant, got {self.lr_schedule!r}")
         if self.iterations < 0 or self.batch_size < 1:
             raise ValueError("iterations must be >= 0 and batch_size >= 1")
+        if self.pseudo_weighting not in ("gate", "entropy"):
+            raise ValueError(f"pseudo_weighting must be 'gate' or 'entropy', got "
+                             f"{self.pseudo_weighting!r}")
+        for name in ("shortcut_dropout", "condition_dropout", "high_t_fraction", "label_noise",
+                     "label_swap"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
 @dataclass
@@ -122,6 +144,53 @@ class TrainResult:
     model: DiffSegNet
     history: list[TrainProgress] = field(default_factory=list)
     stopped_early: bool = False
+
+
+def shift_labels(labels: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """labels (B, H, W) -> the same with a `share` of the rows rolled by 1-2 px in a random
+    direction: a label map slightly off, as the noisy x_0 the denoiser must correct from the
+    image rather than copy."""
+    b = labels.shape[0]
+    chosen = torch.rand(b, generator=generator) < share
+    dy = torch.randint(-2, 3, (b,), generator=generator)
+    dx = torch.randint(-2, 3, (b,), generator=generator)
+    out = labels.clone()
+    for i in torch.nonzero(chosen).flatten().tolist():
+        out[i] = torch.roll(labels[i], shifts=(int(dy[i]), int(dx[i])), dims=(-2, -1))
+    return out
+
+
+def swap_labels(labels: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
+    """labels (B, H, W) -> the same with a `share` of the rows replaced by the next row's
+    label map (a plausible map of another crop): an x_0 that is wholly wrong, so the denoiser
+    learns that the image, not x_t, decides, and x_t only informs."""
+    b = labels.shape[0]
+    chosen = torch.rand(b, generator=generator) < share
+    if b < 2 or not chosen.any():
+        return labels
+    other = labels.roll(1, dims=0)
+    return torch.where(chosen[:, None, None].to(labels.device), other, labels)
+
+
+def pseudo_label_weight(
+    mean: torch.Tensor, options: TrainOptions, progress: float = 1.0
+) -> torch.Tensor:
+    """The teacher's mean probabilities over its K samples (B, C, H, W) -> per-pixel weights
+    (B, H, W) in [0, 1] of its pseudo-labels.
+
+    "gate": 1 where the largest probability reaches `confidence_threshold`, else 0.
+    "entropy": with u = H[mean] / ln C the teacher's normalised predictive entropy (which
+    includes the disagreement of its samples), w = clip(1 − u / τ, 0, 1), where the tolerance
+    τ grows from `uncertainty_low` to `uncertainty_high` as `progress` goes from 0 to 1 (the
+    UA-MT ramp of METHOD.md): a certain pixel counts fully, a pixel at chance not at all, and
+    early in training only the most certain pixels count."""
+    if options.pseudo_weighting == "gate":
+        return (mean.max(dim=1).values >= options.confidence_threshold).float()
+    c = mean.shape[1]
+    u = -(mean * mean.clamp_min(1e-8).log()).sum(dim=1) / math.log(max(c, 2))
+    progress = min(max(progress, 0.0), 1.0)
+    tau = options.uncertainty_low + (options.uncertainty_high - options.uncertainty_low) * progress
+    return (1.0 - u / max(tau, 1e-6)).clamp(0.0, 1.0)
 
 
 def sigmoid_rampup(iteration: int, length: int) -> float:
@@ -274,15 +343,33 @@ class Trainer:
         upsampled to (B, D, H, W). t and the noise are drawn for the global batch; in a
         distributed run this rank runs the student on its rows only and the outputs of all
         ranks are gathered (differentiably)."""
+        o = self.options
         b = images.shape[0]
         t_idx = self.schedule.sample_timesteps(b, torch.device("cpu"), self.generator)
+        if o.high_t_fraction > 0:
+            high = torch.rand(b, generator=self.generator) < o.high_t_fraction
+            upper = self.schedule.timesteps // 2 + 1
+            t_high = torch.randint(upper, self.schedule.timesteps + 1, (b,),
+                                   generator=self.generator)
+            t_idx = torch.where(high, t_high, t_idx)
         shape = (b, self.config.num_classes, *labels.shape[1:])
         noise = torch.randn(shape, generator=self.generator)[self.rows].to(self.device)
         t_idx = t_idx[self.rows]
-        x0 = labels_to_analog(labels[self.rows], self.config.num_classes, IGNORE_LABEL)
+        x0_labels = labels
+        if o.label_noise > 0:
+            x0_labels = shift_labels(labels, o.label_noise, self.generator)
+        if o.label_swap > 0:
+            x0_labels = swap_labels(x0_labels, o.label_swap, self.generator)
+        x0 = labels_to_analog(x0_labels[self.rows], self.config.num_classes, IGNORE_LABEL)
         x_t = self.schedule.q_sample(x0, t_idx.to(self.device), noise)
+        keep = {}
+        for name, share in (("keep_condition", o.condition_dropout),
+                            ("keep_shortcut", o.shortcut_dropout)):
+            if share > 0:
+                drop = torch.rand(b, generator=self.generator) < share
+                keep[name] = (~drop).float()[self.rows].to(self.device)
         logits, latent = self.net(images[self.rows], x_t,
-                                  self.schedule.time(t_idx).to(self.device))
+                                  self.schedule.time(t_idx).to(self.device), **keep)
         logits, latent = distributed.gather_rows(logits), distributed.gather_rows(latent)
         if latent.shape[-2:] != labels.shape[-2:]:
             latent = F.interpolate(latent, size=labels.shape[-2:], mode="nearest")
@@ -290,7 +377,8 @@ class Trainer:
 
     @torch.no_grad()
     def _pseudo_labels(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """EMA-teacher pseudo-labels (B, H, W) and confidence (B, H, W) from K samples of
+        """EMA-teacher pseudo-labels (B, H, W) and their weights (B, H, W) in [0, 1]
+        (:func:`pseudo_label_weight`) from K samples of
         images (B, 1, H, W). In a distributed run each rank samples its rows, from the noise a
         single process would draw for them, and the results are gathered."""
         k = max(1, self.options.pseudo_samples)
@@ -304,8 +392,11 @@ class Trainer:
             net = _RowsOfBatch(self.teacher, rows, images.shape[0] * k)
         probs = sample_probabilities(net, features, self.pseudo_sampler, gen)[rows]
         mean = probs.float().reshape(-1, k, *probs.shape[1:]).mean(dim=1)
-        confidence, pseudo = mean.max(dim=1)
-        return distributed.gather_rows(pseudo), distributed.gather_rows(confidence)
+        rampup = int(self.options.rampup_fraction * self.options.iterations)
+        weight = pseudo_label_weight(mean, self.options,
+                                     self.iteration / rampup if rampup > 0 else 1.0)
+        pseudo = mean.argmax(dim=1)
+        return distributed.gather_rows(pseudo), distributed.gather_rows(weight)
 
     def step(self) -> dict[str, float]:
         o = self.options
@@ -327,12 +418,12 @@ class Trainer:
                 img_u, _ = random_crops(self.rng, self.data.unlabelled, None,
                                         o.batch_size, self.crop)
                 x_u = self._to_device(img_u)[:, None]
-                pseudo, confidence = self._pseudo_labels(x_u)
-                keep = confidence >= o.confidence_threshold
+                pseudo, weight = self._pseudo_labels(x_u)
+                keep = weight >= 0.5  # the pixels the prototype terms trust
                 x_u_strong = strong_intensity(x_u, self.generator)
                 logits_u, latent_u = self._diffusion_forward(x_u_strong, pseudo)
                 losses["pseudo"] = ce_dice_loss(
-                    logits_u, pseudo, weight=keep.float(), dice_weight=o.dice_weight
+                    logits_u, pseudo, weight=weight, dice_weight=o.dice_weight
                 )
                 known_l = y_l != IGNORE_LABEL
                 y_l = torch.where(known_l, y_l, 0)

@@ -290,6 +290,24 @@ class DiffSegNet(nn.Module):
         return self.denoiser(x_t, cond, t)
 
     def forward(
-        self, image: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor
+        self,
+        image: torch.Tensor,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        keep_condition: torch.Tensor | None = None,
+        keep_shortcut: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.denoise(x_t, self.encode(image), t)
+        """Training's entry point. keep_condition, keep_shortcut: optional (B,) 0/1 masks;
+        a row with keep_condition 0 is denoised without the image at all (the conditioning
+        zeroed, as classifier-free guidance trains), one with keep_shortcut 0 without the
+        per-pixel image logits added to its output, so its answer must pass through the
+        denoiser, which reads x_t."""
+        cond = self.encode(image)
+        if keep_condition is not None or keep_shortcut is not None:
+            b, d = cond.shape[0], self.config.label_width
+            ones = cond.new_ones(b)
+            kc = (ones if keep_condition is None else keep_condition.to(cond.dtype))
+            ks = kc * (ones if keep_shortcut is None else keep_shortcut.to(cond.dtype))
+            cond = torch.cat([cond[:, :d] * kc[:, None, None, None],
+                              cond[:, d:] * ks[:, None, None, None]], dim=1)
+        return self.denoise(x_t, cond, t)

@@ -18,6 +18,7 @@ def sample_probabilities(
     generator: torch.Generator | None = None,
     on_step: Callable[[int], None] | None = None,
     noise: torch.Tensor | None = None,
+    draw_x0: bool = False,
 ) -> torch.Tensor:
     """Draw one label-map sample per row of `features` by DDIM from pure noise.
 
@@ -25,6 +26,9 @@ def sample_probabilities(
     on_step: called with the number of finished steps after each step (a caller may raise
         from it to abandon the sampling)
     noise: the initial noise, folded (B, C s², H/s, W/s); default: drawn from `generator`
+    draw_x0: at every step but the last, commit each pixel to one class drawn from its
+        predicted probabilities (the update then moves toward that one-hot map instead of
+        the probabilities' mean): where the network hesitates, samples part ways
     returns: (B, C, H, W) class probabilities of the final denoised prediction.
     """
     # the whole loop runs on s x s folded maps: softmax and the DDIM update are per pixel, so
@@ -45,7 +49,18 @@ def sample_probabilities(
         step_noise = None
         if sampler.eta > 0:
             step_noise = torch.randn(x.shape, generator=generator, device=x.device)
-        x = sampler.step_from_probabilities(x, probs, t, t_prev, step_noise)
+        target = probs
+        if draw_x0 and t_prev > 0:
+            target = _draw_one_hot(probs.view(b, c, cs2 // c, h, w), generator).view(shape)
+        x = sampler.step_from_probabilities(x, target, t, t_prev, step_noise)
         if on_step is not None:
             on_step(done)
     return net.unfold(probs)
+
+
+def _draw_one_hot(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """probs (B, C, ...) -> one-hot (B, C, ...) of one class per position drawn from them
+    (Gumbel-max)."""
+    u = torch.rand(probs.shape, generator=generator, device=probs.device).clamp_(1e-9, 1.0)
+    choice = (probs.clamp_min(1e-12).log() - (-u.log()).log()).argmax(dim=1, keepdim=True)
+    return torch.zeros_like(probs).scatter_(1, choice, 1.0)

@@ -39,8 +39,10 @@ from ._history_control import ModelHistoryController
 from ._propagate_control import PropagateController
 from ._review import KEY_NEXT, KEY_VERIFY, ReviewPanel
 from ._review_control import ReviewController
+from ._samples_view import SamplesView
 from ._session import OWNER_KEY, AnnotationSession, watch_undo_redo
 from ._signals import on_click
+from ._uncertainty_choice import UncertaintyChoice
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +163,7 @@ class DiffSegWidget(QWidget):
         self.review.show_uncertainty.toggled.connect(self._toggle_uncertainty)
         self.review.contours.toggled.connect(self._toggle_contours)
         self.review.layout().addWidget(self.propagating.panel)
+        self.samples_view = SamplesView(self, self.review.show_samples)
         self.tabs.addTab(self.review, "Review")
         self.finetune = FinetunePanel()
         on_click(self.finetune.start_button, self.start_finetune)
@@ -201,6 +204,8 @@ class DiffSegWidget(QWidget):
         self.samples_spin.setToolTip("stochastic samples per frame: their disagreement is the "
                                      "uncertainty (1 sample: entropy only)")
         form.addRow("Samples", self.samples_spin)
+        self.uncertainty_choice = UncertaintyChoice()
+        form.addRow("Uncertainty", self.uncertainty_choice)
         self.range_combo = QComboBox()
         self.range_combo.addItem("all frames", "all")
         self.range_combo.addItem("current frame", "current")
@@ -457,7 +462,7 @@ class DiffSegWidget(QWidget):
         worker = create_worker(
             _jobs.segment_job, path, self.session.frames, indices,
             device=device, steps=self.steps_spin.value(), samples=self.samples_spin.value(),
-            stop=self._stop, _start_thread=False,
+            review=self.uncertainty_choice.mode(), stop=self._stop, _start_thread=False,
             _connect={"yielded": self._on_segment_item, "errored": self._on_segment_error,
                       "finished": self._on_segment_finished},
         )

@@ -75,20 +75,22 @@ def segment_job(
     batch_size: int | None = None,
     seed: int = 0,
     min_component: int | None = None,
+    review: str = "samples",
     stop: threading.Event | None = None,
 ):
     """Load the model, then yield :class:`ModelLoaded` and one
     :class:`~napari_diffseg.engine.inference.SegmentChunk` per batch of frames.
     frames: (T, H, W[, 3]) raw video; indices: frames to segment; batch_size None: the
     engine's default for the device (one frame at a time on a CPU, so results stream frame by
-    frame; 8 on a GPU)."""
+    frame; 8 on a GPU). review: "samples" or "tta", the uncertainty the review follows
+    (:func:`~napari_diffseg.engine.inference.review_options`)."""
     from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.inference import (
         DEFAULT_MIN_COMPONENT,
         Cancelled,
-        SegmentOptions,
         iter_segment,
         load_for_inference,
+        review_options,
     )
 
     lower_this_threads_priority()
@@ -97,8 +99,8 @@ def segment_job(
     model, ckpt = load_for_inference(model_path, device)
     dev = next(model.parameters()).device
     yield ModelLoaded(dict(ckpt.classes), device_description(dev), str(model_path))
-    options = SegmentOptions(steps=steps, samples=samples, batch_size=batch_size, seed=seed,
-                             min_component=min_component)
+    options = review_options(review, steps=steps, samples=samples, batch_size=batch_size,
+                             seed=seed, min_component=min_component)
     try:
         yield from iter_segment(
             model, frames, normalisation=ckpt.normalisation,

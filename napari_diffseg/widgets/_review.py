@@ -97,8 +97,13 @@ class ReviewPanel(QWidget):
         self.show_uncertainty = QCheckBox("Uncertainty overlay")
         self.show_uncertainty.setChecked(True)
         self.contours = QCheckBox("Contours")
+        self.show_samples = QCheckBox("Show K samples")
+        self.show_samples.setToolTip(
+            "draw the K diffusion samples of the frame on screen side by side, to the right of "
+            "the frame: where they differ is what the uncertainty measures")
         toggles.addWidget(self.show_uncertainty)
         toggles.addWidget(self.contours)
+        toggles.addWidget(self.show_samples)
         layout.addLayout(toggles)
         self.summary = QLabel("no frames segmented yet")
         self.summary.setWordWrap(True)

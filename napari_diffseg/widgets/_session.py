@@ -261,7 +261,8 @@ class AnnotationSession:
                                        for _ in range(self.shape[0])]
         source = self.model_name(self.state.model)
         for k, frame in enumerate(np.asarray(chunk.indices).tolist()):
-            unc[frame] = chunk.entropy[k]
+            # the map the review follows (SegmentOptions.uncertainty_map), entropy by default
+            unc[frame] = chunk.entropy[k] if chunk.uncertainty is None else chunk.uncertainty[k]
             self.state.frame_scores[frame] = float(chunk.frame_scores[k])
             self.state.class_scores[frame] = [
                 None if not np.isfinite(v) else float(v) for v in chunk.class_scores[k]

@@ -183,3 +183,69 @@ def test_channels_last_and_compile_give_the_same_segmentation(flag):
     np.testing.assert_allclose(fast.probabilities.astype(np.float32),
                                ref.probabilities.astype(np.float32), atol=2e-3)
     assert (fast.labels == ref.labels).mean() > 0.999
+
+
+def test_dihedral_views_invert_and_are_distinct():
+    from napari_diffseg.engine.uncertainty import DIHEDRAL, dihedral, dihedral_inverse
+
+    x = torch.arange(2 * 3 * 5, dtype=torch.float32).reshape(2, 3, 5)
+    seen = set()
+    for view in range(len(DIHEDRAL)):
+        y = dihedral(x, view)
+        assert torch.equal(dihedral_inverse(y, view), x)
+        seen.add(tuple(y.flatten().tolist()))
+    assert len(seen) == len(DIHEDRAL)
+
+
+def test_expected_dice_error_known_values():
+    from napari_diffseg.engine.uncertainty import expected_dice_error, expected_dice_frame_score
+
+    mean = torch.zeros(2, 3, 10, 10)
+    mean[:, 0] = 1.0
+    # frame 0: class 1 certain on 20 px -> error 0; class 2 absent
+    mean[0, :, :2] = torch.tensor([0.0, 1.0, 0.0])[:, None, None]
+    # frame 1: class 1 at 0.6 (argmax) on 20 px, the rest background:
+    # soft Dice = 2 * 12 / (12 + 20) = 0.75
+    mean[1, :, :2] = torch.tensor([0.4, 0.6, 0.0])[:, None, None]
+    err = expected_dice_error(mean)
+    assert torch.isnan(err[:, 0]).all() and torch.isnan(err[:, 2]).all()
+    assert err[0, 1] == pytest.approx(0.0, abs=1e-6)
+    assert err[1, 1] == pytest.approx(0.25, abs=1e-6)
+    torch.testing.assert_close(expected_dice_frame_score(err), torch.tensor([0.0, 0.25]))
+
+
+def test_test_time_augmentation_and_new_maps(model):
+    frames = _frames(t=2, h=40, w=52)  # not square: quarter turns swap H and W
+    opts = SegmentOptions(tta=4, seed=1, class_disagreement=True,
+                          uncertainty_map="disagreement", frame_score="expected_dice")
+    seg = segment(model, frames, normalisation=NORM, timesteps=10, options=opts)
+    assert seg.probabilities.shape == (2, 3, 40, 52)
+    assert seg.class_disagreement.shape == (2, 3, 40, 52)
+    assert seg.uncertainty.shape == (2, 40, 52)
+    np.testing.assert_allclose(seg.uncertainty,
+                               seg.class_disagreement.astype(np.float32).max(axis=1), atol=2e-3)
+    assert seg.expected_dice.shape == (2, 3) and np.isnan(seg.expected_dice[:, 0]).all()
+    np.testing.assert_allclose(seg.frame_scores, np.nanmean(seg.expected_dice, axis=1),
+                               rtol=1e-5)
+    assert (seg.mutual_information > 1e-4).any()  # the views differ
+    # one view, no jitter, is the plain 1-step, 1-sample segmentation with the same noise
+    one = segment(model, frames, normalisation=NORM, timesteps=10,
+                  options=SegmentOptions(tta=1, seed=5))
+    plain = segment(model, frames, normalisation=NORM, timesteps=10,
+                    options=SegmentOptions(steps=1, samples=1, seed=5))
+    np.testing.assert_allclose(one.probabilities.astype(np.float32),
+                               plain.probabilities.astype(np.float32), atol=2e-3)
+
+
+def test_temperature_flattens_the_probabilities(model):
+    frames = _frames(t=1)
+    base = SegmentOptions(steps=1, samples=1, seed=0)
+    ref = segment(model, frames, normalisation=NORM, timesteps=10, options=base)
+    hot = segment(model, frames, normalisation=NORM, timesteps=10,
+                  options=SegmentOptions(steps=1, samples=1, seed=0, temperature=2.0))
+    assert (hot.labels == ref.labels).mean() > 0.999  # T does not move a single pass's argmax
+    assert hot.entropy.mean() > ref.entropy.mean()
+    with pytest.raises(ValueError, match="temperature"):
+        SegmentOptions(temperature=0)
+    with pytest.raises(ValueError, match="frame_score"):
+        SegmentOptions(frame_score="nope")
