@@ -101,11 +101,12 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--steps", type=positive_int, default=4, help="DDIM steps")
     p.add_argument("--samples", type=positive_int, default=4, help="samples per frame")
-    p.add_argument("--uncertainty", choices=("samples", "tta"), default="samples",
+    p.add_argument("--uncertainty", choices=("tta", "samples"), default="tta",
                    help="what the uncertainty maps and frame scores measure, as the dock's "
-                   "choice: the diffusion samples' mutual information (fast), or the entropy "
-                   "of 8 flipped / turned views (tta: about 3x slower, finds errors best; "
-                   "--steps and --samples are then ignored)")
+                   "choice: the entropy of 8 flipped / turned views (tta, the default: finds "
+                   "errors best and gives the best labels; --steps and --samples are then "
+                   "ignored), or the diffusion samples' mutual information (samples: faster "
+                   "on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="frames per batch (default: 1 on a CPU, 8 on a GPU)")
