@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{' ✗' if r['gap_ms'] > TARGET_MS else ''} | {r['ticks']} | {r['seconds']:.1f} s | "
         f"{r.get('note', '')} |\n"
         for r in rows)
-    body = (f"{args.frames} frames of {args.size} × {args.size}, the bundled model, "
-            f"{args.steps} steps × {args.samples} samples, on the CPU ({cpus} cores; loaded: "
+    body = (f"{args.frames} frames of {args.size} × {args.size}, the bundled model, the dock's "
+            f"default review (test-time augmentation, 8 views), on the CPU ({cpus} cores; loaded: "
             f"{args.hogs} busy-looping processes at napari's priority). Target: no gap over "
             f"{TARGET_MS} ms (✗ marks one).\n\n{table}")
     print()
