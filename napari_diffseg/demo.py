@@ -43,7 +43,7 @@ def run_demo(screenshot: Path | None = None) -> int:
     import napari
     from qtpy.QtCore import QTimer
 
-    _quiet_pyqt5_notice()
+    quiet_pyqt5_notice()
     viewer = napari.Viewer(title="napari-diffseg demo")
     viewer.window._qt_window.resize(1400, 900)
     mid = _load_sample(viewer)
@@ -66,7 +66,7 @@ def run_demo(screenshot: Path | None = None) -> int:
     return 0
 
 
-def _quiet_pyqt5_notice() -> None:
+def quiet_pyqt5_notice() -> None:
     """napari (0.6 and later) greets every PyQt5 window with a toast saying its PyQt5 support
     is deprecated; it covers the canvas the demo is about. Say it once in the terminal instead
     (docs/install.md tells how to run on PyQt6 or PySide6). Uses napari's private flag, so a

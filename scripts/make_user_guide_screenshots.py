@@ -21,6 +21,8 @@ import napari
 import numpy as np
 from qtpy.QtWidgets import QApplication
 
+from napari_diffseg.demo import quiet_pyqt5_notice
+
 ROOT = Path(__file__).resolve().parents[1]
 VIDEO = ROOT / "sample_data" / "coronary_demo.mp4"
 TRUTH = ROOT / "sample_data" / "coronary_demo"
@@ -55,6 +57,7 @@ def main() -> None:
     shutil.copy(VIDEO, video)
     truth = read(TRUTH, sequence="coronary_demo")
     try:
+        quiet_pyqt5_notice()  # napari's PyQt5 toast would cover the canvas, as in the demo
         viewer = napari.Viewer(show=True)
         viewer.window._qt_window.resize(1500, 950)
         viewer.open(str(video), plugin="napari-diffseg")

@@ -1,8 +1,9 @@
 """Which uncertainty the review follows: test-time augmentation (8 flipped / turned views, the
 default: the best error detector and the best labels in docs/benchmarks.md) or the K diffusion
-samples (faster on a CPU, ranks frames no better than chance). The dock reads :meth:`UncertaintyChoice.mode` and passes it to the
-segmentation job; the engine's :func:`~napari_diffseg.engine.inference.review_options` turns
-it into the frame score, per-class scores and overlay map."""
+samples (faster on a CPU, ranks frames no better than chance). The dock reads
+:meth:`UncertaintyChoice.mode` and passes it to the segmentation job; the engine's
+:func:`~napari_diffseg.engine.inference.review_options` turns it into the frame score,
+per-class scores and overlay map."""
 
 from __future__ import annotations
 
