@@ -35,7 +35,7 @@ from napari_diffseg.io import ReadError
 
 from . import _jobs, _videos
 from ._finetune_panel import FinetunePanel
-from ._history_control import ModelHistoryController
+from ._history_control import ModelHistoryController, worse_than_before
 from ._propagate_control import PropagateController
 from ._review import KEY_NEXT, KEY_VERIFY, ReviewPanel
 from ._review_control import ReviewController
@@ -794,9 +794,20 @@ class DiffSegWidget(QWidget):
         self.finetune.show_event(event)  # status, progress, curves, held-out frames
         kind = event.get("kind")
         if kind == "done" and event.get("path") is not None:
-            self.last_checkpoint = event["path"]
             how = "stopped" if event.get("stopped") else "finished"
-            show_info(f"fine-tuning {how}; the new model is {event['path']}")
+            best, before = event.get("best_val_dice"), event.get("val_dice_before")
+            if worse_than_before(best, before):
+                # a worse model must not replace the one the user has: say so, keep both
+                show_warning(f"fine-tuning {how}, but the new model scores lower on the "
+                             f"held-out frames than the one it started from (Dice {best:.3f} "
+                             f"< {before:.3f}): the current model is kept; the new one is in "
+                             "the list below if you want it anyway")
+                self.finetune.status.setText(
+                    f"{how}: not better than before (validation Dice {best:.3f} < "
+                    f"{before:.3f}); current model kept, the new one is listed")
+            else:
+                self.last_checkpoint = event["path"]
+                show_info(f"fine-tuning {how}; the new model is {event['path']}")
             self.history.finished(event)
         elif kind == "error":
             show_error(f"fine-tuning failed: {event['message']}")

@@ -70,7 +70,7 @@ def test_propagate_button_puts_propagated_labels_in_the_viewer(
 
 
 def test_models_are_listed_switched_rolled_back_and_named_in_the_provenance(
-    make_napari_viewer, qtbot, video_file, tiny_checkpoint
+    make_napari_viewer, qtbot, video_file, tiny_checkpoint, notifications
 ):
     path, _, truth = video_file
     project = path.parent / "run1.diffseg"
@@ -125,3 +125,18 @@ def test_models_are_listed_switched_rolled_back_and_named_in_the_provenance(
     assert record["iterations"] == 3 and record["created"] > 0
     assert history.current() == "model-003"
     assert dock.finetune.output.text() == str(project / "models" / "model-004.pt")
+    # a run whose best held-out Dice is below its starting model's is listed, not used
+    output = project / "models" / "model-004.pt"
+    history.started("finetune", dock.model_path(), output, [0], {"iterations": 3}, 0.25)
+    shutil.copy(tiny_checkpoint, output)
+    dock._on_finetune_event({"kind": "done", "path": str(output), "stopped": False,
+                             "metrics": {"iterations": 3}, "best_val_dice": 0.55,
+                             "val_dice_before": 0.73})
+    assert (project / "models" / "model-004.json").is_file()
+    assert history.current() == "model-003"
+    assert dock.model_edit.text().endswith("model-003.pt")
+    assert any(severity == "warning" and "scores lower on the held-out frames" in message
+               for severity, message in notifications)
+    items = [history.panel.models.item(i).data(0x0100)
+             for i in range(history.panel.models.count())]
+    assert "model-004" in items
