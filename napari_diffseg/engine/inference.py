@@ -117,7 +117,9 @@ class SegmentOptions:
     #: also return the per-class disagreement maps (std over the passes, (T, C, H, W))
     class_disagreement: bool = False
     #: calibration: each pass's probabilities become p ** (1/T) renormalised, i.e. the
-    #: softmax of logits / T (see :mod:`napari_diffseg.engine.calibration`); 1: as sampled
+    #: softmax of logits / T (see :mod:`napari_diffseg.engine.calibration`), for the
+    #: probabilities, the uncertainty and the scores; the labels come from the passes as
+    #: sampled, so a temperature never changes them; 1: as sampled
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
@@ -219,6 +221,9 @@ class _Maps:
     entropy: torch.Tensor
     mutual_information: torch.Tensor
     std: torch.Tensor | None = None
+    #: (B, C, H, W) mean of the passes before calibration, which the labels come from (a
+    #: temperature changes what the probabilities say, never the labels); None: `mean`
+    raw_mean: torch.Tensor | None = None
 
 
 def uncertainty_from_samples(
@@ -254,10 +259,17 @@ class _Accumulator:
         self.sum_p = torch.zeros((b, c, h, w), device=device)
         self.sum_h = torch.zeros((b, h, w), device=device)
         self.sum_p2 = torch.zeros((b, c, h, w), device=device) if with_std else None
+        self.sum_raw: torch.Tensor | None = None
         self.passes = 0
 
-    def add(self, frame: torch.Tensor, probs: torch.Tensor) -> None:
-        """probs (N, C, H, W) of the frames `frame` (N,) of the batch."""
+    def add(self, frame: torch.Tensor, probs: torch.Tensor, temperature: float = 1.0) -> None:
+        """probs (N, C, H, W) of the frames `frame` (N,) of the batch, before calibration;
+        the maps use them at `temperature`, the labels as they are."""
+        if temperature != 1.0:
+            if self.sum_raw is None:
+                self.sum_raw = torch.zeros_like(self.sum_p)
+            self.sum_raw.index_add_(0, frame, probs)
+            probs = _calibrate(probs, temperature)
         self.sum_p.index_add_(0, frame, probs)
         self.sum_h.index_add_(0, frame, _entropy(probs, dim=1))
         if self.sum_p2 is not None:
@@ -267,7 +279,8 @@ class _Accumulator:
         mean = self.sum_p / passes
         ent = _entropy(mean, dim=1)
         std = None if self.sum_p2 is None else class_std(self.sum_p, self.sum_p2, passes)
-        return _Maps(mean, ent, (ent - self.sum_h / passes).clamp_min(0), std)
+        raw = None if self.sum_raw is None else self.sum_raw / passes
+        return _Maps(mean, ent, (ent - self.sum_h / passes).clamp_min(0), std, raw)
 
 
 def _sample_batch(
@@ -309,7 +322,7 @@ def _sample_batch(
             probs = sample_probabilities(model, features[frame], sampler, generator,
                                          on_step=check, noise=noise[start : start + chunk],
                                          draw_x0=options.draw_x0)
-            acc.add(frame, _calibrate(probs.float()[..., :bh, :bw], options.temperature))
+            acc.add(frame, probs.float()[..., :bh, :bw], options.temperature)
     return acc.maps(k)
 
 
@@ -348,7 +361,7 @@ def _tta_batch(
             probs = sample_probabilities(model, features, sampler, generator, on_step=check,
                                          draw_x0=options.draw_x0)
             probs = dihedral_inverse(probs.float()[..., :vh, :vw], view)
-            acc.add(frames, _calibrate(probs, options.temperature))
+            acc.add(frames, probs, options.temperature)
     return acc.maps(options.tta)
 
 
@@ -535,7 +548,8 @@ def iter_segment(
         done += idx.size
         mean, entropy = maps.mean, maps.entropy
         probs, entropy_np, mi_np = _as_numpy(maps)
-        labels = mean.argmax(dim=1).to(torch.uint8).cpu().numpy()
+        decide = mean if maps.raw_mean is None else maps.raw_mean
+        labels = decide.argmax(dim=1).to(torch.uint8).cpu().numpy()
         if options.min_component > 0:
             labels = remove_specks(labels, options.min_component)
         per_class_dice = expected_dice_error(mean)

@@ -104,6 +104,7 @@ class DiffSegWidget(QWidget):
         self.last_checkpoint: str | None = None
         self._resegmenting = False  # the running segmentation came from the Fine-tune tab
         self._fitted = False  # the view is refitted once the dock is shown
+        self._calibrated = None  # the running segmentation's calibration (_jobs.Calibrated)
         self.reviewing = ReviewController(self)
         self.propagating = PropagateController(self)
         self.history = ModelHistoryController(self)
@@ -459,14 +460,20 @@ class DiffSegWidget(QWidget):
             return None
         device = self.device_combo.currentData()
         self._stop.clear()
+        calibrate = None
+        if self.session.labels_layer is not None and self.session.state.verified:
+            cal = _jobs.calibration_frames(self.session.state.verified)
+            calibrate = (cal, np.array(self.session.labels_layer.data[cal], dtype=np.uint8))
         worker = create_worker(
             _jobs.segment_job, path, self.session.frames, indices,
             device=device, steps=self.steps_spin.value(), samples=self.samples_spin.value(),
-            review=self.uncertainty_choice.mode(), stop=self._stop, _start_thread=False,
+            review=self.uncertainty_choice.mode(), calibrate=calibrate, stop=self._stop,
+            _start_thread=False,
             _connect={"yielded": self._on_segment_item, "errored": self._on_segment_error,
                       "finished": self._on_segment_finished},
         )
         self.segment_worker = worker
+        self._calibrated = None
         self._seg_started = time.perf_counter()
         self.seg_progress.setRange(0, len(indices))
         self.seg_progress.setValue(0)
@@ -505,6 +512,14 @@ class DiffSegWidget(QWidget):
             self._connect_labels()
             self.seg_status.setText(f"segmenting on {item.device}…")
             self._device_text = item.device
+            return
+        if isinstance(item, _jobs.Calibrated):
+            self._calibrated = item
+            session.state.settings["temperature"] = item.temperature
+            self.seg_status.setText(
+                f"calibrated on verified frame{'s' if len(item.frames) > 1 else ''} "
+                f"{', '.join(map(str, item.frames))}: temperature {item.temperature:.2f}; "
+                f"segmenting on {self._device_text}…")
             return
         session.apply_chunk(item, shown=self.current_frame())
         self._last_chunk = item
@@ -546,8 +561,15 @@ class DiffSegWidget(QWidget):
         if self._stop.is_set():
             self.seg_status.setText(f"cancelled after {done}/{total} frames")
         elif done == total:
+            calibrated = ""
+            if self._calibrated is not None:
+                n = len(self._calibrated.frames)
+                calibrated = (f"; uncertainty calibrated on {n} verified frame"
+                              f"{'s' if n > 1 else ''} (temperature "
+                              f"{self._calibrated.temperature:.2f})")
             self.seg_status.setText(
-                f"done: {total} frames in {time.perf_counter() - self._seg_started:.1f} s")
+                f"done: {total} frames in {time.perf_counter() - self._seg_started:.1f} s"
+                + calibrated)
         self.segment_worker = None
         self._resegmenting = False
         self._set_segmenting(False)

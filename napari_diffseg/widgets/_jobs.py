@@ -31,6 +31,30 @@ class ModelLoaded:
     path: str
 
 
+@dataclass
+class Calibrated:
+    """Yielded after :class:`ModelLoaded` when the job calibrated the model on the video's
+    verified frames: the temperature its probabilities (the uncertainty, not the labels) are
+    scaled with in this run."""
+
+    temperature: float
+    frames: list[int]
+
+
+#: at most this many verified frames calibrate a segmentation (spread over the video): the
+#: fit segments them once more, and a few frames already fix one number
+CALIBRATION_FRAMES = 4
+
+
+def calibration_frames(verified: list[int], most: int = CALIBRATION_FRAMES) -> list[int]:
+    """Up to `most` of the verified frames, spread evenly over them."""
+    verified = sorted(int(v) for v in verified)
+    if len(verified) <= most:
+        return verified
+    step = (len(verified) - 1) / (most - 1)
+    return sorted({verified[round(i * step)] for i in range(most)})
+
+
 def lower_this_threads_priority(niceness: int = BACKGROUND_NICENESS) -> bool:
     """Make the calling worker thread, and the torch/OpenMP threads it starts, yield the CPU
     to napari's UI thread (Linux: niceness is per thread and inherited by threads it creates).
@@ -76,6 +100,7 @@ def segment_job(
     seed: int = 0,
     min_component: int | None = None,
     review: str = "samples",
+    calibrate: tuple[list[int], np.ndarray] | None = None,
     stop: threading.Event | None = None,
 ):
     """Load the model, then yield :class:`ModelLoaded` and one
@@ -83,7 +108,13 @@ def segment_job(
     frames: (T, H, W[, 3]) raw video; indices: frames to segment; batch_size None: the
     engine's default for the device (one frame at a time on a CPU, so results stream frame by
     frame; 8 on a GPU). review: "samples" or "tta", the uncertainty the review follows
-    (:func:`~napari_diffseg.engine.inference.review_options`)."""
+    (:func:`~napari_diffseg.engine.inference.review_options`). calibrate: (verified frame
+    indices, their labels (n, H, W)): the model's temperature is fitted on them first (yields
+    :class:`Calibrated`), so that its probabilities mean what they say on this video; the
+    labels do not change, the uncertainty and the frame scores do."""
+    from dataclasses import replace
+
+    from napari_diffseg.engine.calibration import fit_video_temperature
     from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.inference import (
         DEFAULT_MIN_COMPONENT,
@@ -101,10 +132,22 @@ def segment_job(
     yield ModelLoaded(dict(ckpt.classes), device_description(dev), str(model_path))
     options = review_options(review, steps=steps, samples=samples, batch_size=batch_size,
                              seed=seed, min_component=min_component)
+    timesteps = int(ckpt.schedule.get("timesteps", 10))
+    if calibrate is not None and len(calibrate[0]):
+        verified, verified_labels = calibrate
+        labels = np.zeros(np.shape(frames)[:3], dtype=np.uint8)
+        labels[list(verified)] = verified_labels
+        temperature = fit_video_temperature(
+            model, frames, labels, verified, normalisation=ckpt.normalisation,
+            timesteps=timesteps, options=options)
+        options = replace(options, temperature=temperature)
+        yield Calibrated(float(temperature), [int(v) for v in verified])
+        if stop is not None and stop.is_set():
+            return
     try:
         yield from iter_segment(
             model, frames, normalisation=ckpt.normalisation,
-            timesteps=int(ckpt.schedule.get("timesteps", 10)), options=options,
+            timesteps=timesteps, options=options,
             indices=indices, should_stop=None if stop is None else stop.is_set,
         )
     except Cancelled:  # a normal end for the worker (superqt treats RuntimeErrors specially)
