@@ -251,6 +251,16 @@ def _calibrate(probs: torch.Tensor, temperature: float) -> torch.Tensor:
     return p / p.sum(dim=1, keepdim=True)
 
 
+def _step_check(should_stop: Callable[[], bool] | None) -> Callable[[int], None]:
+    """The sampler's per-step callback: raises Cancelled once `should_stop()` says so."""
+
+    def check(_step: int) -> None:
+        if should_stop is not None and should_stop():
+            raise Cancelled("segmentation cancelled")
+
+    return check
+
+
 class _Accumulator:
     """Sums over the passes of a batch of B frames: p, the pass entropy and (optionally) p²,
     so that the passes' full-resolution maps never exist together."""
@@ -260,7 +270,6 @@ class _Accumulator:
         self.sum_h = torch.zeros((b, h, w), device=device)
         self.sum_p2 = torch.zeros((b, c, h, w), device=device) if with_std else None
         self.sum_raw: torch.Tensor | None = None
-        self.passes = 0
 
     def add(self, frame: torch.Tensor, probs: torch.Tensor, temperature: float = 1.0) -> None:
         """probs (N, C, H, W) of the frames `frame` (N,) of the batch, before calibration;
@@ -301,11 +310,7 @@ def _sample_batch(
     The mean and the mean sample entropy are accumulated chunk by chunk, so the K samples'
     full-resolution maps never exist together."""
     options = options or SegmentOptions()
-
-    def check(_step: int) -> None:
-        if should_stop is not None and should_stop():
-            raise Cancelled("segmentation cancelled")
-
+    check = _step_check(should_stop)
     device = batch.device
     c, k = model.config.num_classes, max(1, samples)
     x, (bh, bw) = pad_to_multiple(batch[:, None], model.config.multiple)
@@ -341,11 +346,7 @@ def _tta_batch(
     """Test-time augmentation: batch (B, H, W) -> maps over `options.tta` views, each view
     one sample of `sampler`'s steps on a flipped / turned, contrast-jittered frame, its
     probabilities turned back before they are accumulated."""
-
-    def check(_step: int) -> None:
-        if should_stop is not None and should_stop():
-            raise Cancelled("segmentation cancelled")
-
+    check = _step_check(should_stop)
     device = batch.device
     b, bh, bw = batch.shape
     acc = _Accumulator(b, model.config.num_classes, bh, bw, device, _needs_std(options))
@@ -388,9 +389,9 @@ def _stream(
     steps = options.tta_steps if options.tta else options.steps
     sampler = DDIMSampler(NoiseSchedule(timesteps), steps=steps, eta=options.eta)
     generator = torch.Generator(device=device).manual_seed(options.seed)
+    check = _step_check(should_stop)
     for start in range(0, todo.size, batch_size):
-        if should_stop is not None and should_stop():
-            raise Cancelled("segmentation cancelled")
+        check(start)
         idx = todo[start : start + batch_size]
         batch = torch.from_numpy(np.ascontiguousarray(load(idx), dtype=np.float32))
         if options.tta:

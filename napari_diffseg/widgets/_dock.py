@@ -818,7 +818,8 @@ class DiffSegWidget(QWidget):
         if kind == "done" and event.get("path") is not None:
             how = "stopped" if event.get("stopped") else "finished"
             best, before = event.get("best_val_dice"), event.get("val_dice_before")
-            if worse_than_before(best, before):
+            worse = worse_than_before(best, before)
+            if worse:
                 # a worse model must not replace the one the user has: say so, keep both
                 show_warning(f"fine-tuning {how}, but the new model scores lower on the "
                              f"held-out frames than the one it started from (Dice {best:.3f} "
@@ -830,7 +831,7 @@ class DiffSegWidget(QWidget):
             else:
                 self.last_checkpoint = event["path"]
                 show_info(f"fine-tuning {how}; the new model is {event['path']}")
-            self.history.finished(event)
+            self.history.finished(event, use=not worse)
         elif kind == "error":
             show_error(f"fine-tuning failed: {event['message']}")
 

@@ -46,11 +46,11 @@ logger = logging.getLogger(__name__)
 CURRENT_MODEL_KEY = "current_model"
 
 
-
 def worse_than_before(best: float | None, before: float | None) -> bool:
     """True when a run's best validation Dice is below the starting model's on the same
     held-out frames: the new model is kept in the history but not used."""
     return best is not None and before is not None and best < before
+
 
 class HistoryPanel(QWidget):
     def __init__(self, parent=None) -> None:
@@ -182,10 +182,11 @@ class ModelHistoryController:
             options=dict(options), video=session.state.video if session else "")
         self._pending_path = output
 
-    def finished(self, event: dict) -> ModelRecord | None:
+    def finished(self, event: dict, use: bool = True) -> ModelRecord | None:
         """The run's ``done`` event: write the record next to the checkpoint, make the new
-        model current (unless it scored worse on the held-out frames than the model it
-        started from) and name the next one."""
+        model current if `use` (the dock says no when it scored worse on the held-out frames
+        than the model it started from: see :func:`worse_than_before`) and name the next
+        one."""
         record, self._pending = self._pending, None
         if record is None or not event.get("path"):
             return None
@@ -200,7 +201,7 @@ class ModelHistoryController:
         except (OSError, WriteError) as exc:
             self.dock.notify_error(f"could not record model {record.id}: {exc}")
         if self.project_dir is not None:
-            if not worse_than_before(record.val_dice, record.val_dice_before):
+            if use:
                 self.dock.model_edit.setText(str(path))
                 self.use(model_name(path, self.project_dir))
             else:  # kept in the list, where the user can still choose it
