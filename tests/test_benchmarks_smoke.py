@@ -203,3 +203,17 @@ def test_propagation_benchmark_smoke(tmp_path):
     text = docs.read_text()
     assert "<!-- propagation:start -->" in text and "bench_propagation.py --smoke" in text
     assert "old uncertainty text" in text
+
+
+def test_review_speed_benchmark_times_both_review_choices(tmp_path):
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n")
+    stdout = _bench("bench_review_speed.py", tmp_path, "--sizes", "64", "--frames", "1",
+                    "--docs", str(docs))
+    rows = _rows(stdout, "64 |")
+    assert len(rows) == 3 and {"diffusion samples, 4 × 4",
+                               "test-time augmentation, 8 views (default)"} <= set(
+        r[1] for r in rows)
+    assert all(float(r[2]) > 0 for r in rows)
+    text = docs.read_text()
+    assert "<!-- review-speed:start -->" in text and "bench_review_speed.py" in text

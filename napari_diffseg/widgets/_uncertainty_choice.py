@@ -14,7 +14,7 @@ MODES = (
      "the entropy of 8 flipped / turned views of each frame (test-time augmentation), one "
      "step each: the best error detector measured (pixel AUROC 0.955; the top 10 % of frames "
      "hold 21 % of the wrong pixels) and the best labels (mean Dice 0.53 against 0.48); "
-     "about twice as slow as the samples on a CPU; Steps and Samples are ignored"),
+     "2.5-3 times as slow as the samples on a CPU; Steps and Samples are ignored"),
     ("diffusion samples (faster)", "samples",
      "the disagreement (mutual information) of the K diffusion samples: the overlay, the frame "
      "score and the per-class columns; finds wrong pixels (AUROC 0.90) but ranks frames "
