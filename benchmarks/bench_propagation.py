@@ -43,6 +43,7 @@ import torch
 from docs_section import update_section
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence
+from napari_diffseg.engine.defaults import FINETUNE_ANCHOR_FRAMES, FINETUNE_CONTEXT_FRAMES
 from napari_diffseg.engine.finetune import (
     FINETUNE_DEFAULTS,
     FinetuneRequest,
@@ -118,37 +119,81 @@ def run_video(k: int, args, model_path: Path, classes: dict, work: Path) -> dict
     prop, row["propagate_s"] = propagate_all(frames, working, entropy, corrected, c, args.reach)
     row["err_propagate"] = error(prop, truth, others, classes)
     say(f"video {k}: propagated in {row['propagate_s']:.1f} s")
-    # (b) fine-tune on the corrected frames, then re-segment the others
-    ckpt_path = work / f"tuned{k}.pt"
-    init = str(model_path)
+    # (b) fine-tune on the corrected frames, then re-segment the others; (c) then propagate.
+    # The dock's settings first; with --ablation also every other variant of VARIANTS.
+    variants = [(FINETUNE_CONTEXT_FRAMES, FINETUNE_ANCHOR_FRAMES)]
+    if args.ablation:
+        variants += [v for v in ablation_variants(args) if v not in variants]
+    for context, anchors in variants:
+        key = f"c{context}a{anchors}"
+        result = finetune_variant(k, args, model_path, frames, working, truth, corrected,
+                                  others, classes, work, context, anchors)
+        say(f"video {k}: {key}: fine-tune {result['err_finetune']:.3f}, both "
+            f"{result['err_both']:.3f}")
+        row.setdefault("variants", {})[key] = result
+        if (context, anchors) == variants[0]:
+            row.update(result)
+    return row
+
+
+def ablation_variants(args) -> list[tuple[int, int]]:
+    """(context frames, anchor frames): frame-wise vs temporal context, without and with
+    anchors."""
+    return [(0, 0), (1, 0), (0, args.anchor_frames), (1, args.anchor_frames)]
+
+
+def finetune_variant(k, args, model_path, frames, working, truth, corrected, others, classes,
+                     work, context, anchors) -> dict:
+    """(b) and (c) for one variant of the fine-tune (temporal context, anchors)."""
     from napari_diffseg.engine.checkpoint import load_checkpoint
 
+    ckpt_path = work / f"tuned{k}-c{context}a{anchors}.pt"
+    init = str(model_path)
     init_ckpt = load_checkpoint(init, map_location="cpu")
-    data, val = build_finetune_data(frames, working, corrected, classes=classes,
-                                    normalisation=init_ckpt.normalisation, val_fraction=0.0)
-    options = TrainOptions(**{**FINETUNE_DEFAULTS, "iterations": args.iterations,
-                              "mode": "semi", "device": "cpu",
-                              "timesteps": int(init_ckpt.schedule.get("timesteps", 10))})
     t0 = time.perf_counter()
+    data, val = build_finetune_data(frames, working, corrected, classes=classes,
+                                    normalisation=init_ckpt.normalisation, val_fraction=0.0,
+                                    context_frames=context, anchor_frames=anchors)
+    options = TrainOptions(**{**FINETUNE_DEFAULTS, "iterations": args.iterations,
+                              "mode": "semi", "device": "cpu", "context_frames": context,
+                              "timesteps": int(init_ckpt.schedule.get("timesteps", 10))})
 
     def emit(event: dict) -> None:
         if event.get("kind") == "progress" and event["iteration"] % 25 == 0:
-            say(f"video {k}: fine-tuning {event['iteration']}/{event['total']}, "
-                f"{time.perf_counter() - t0:.0f} s")
+            say(f"video {k}: fine-tuning c{context}a{anchors} "
+                f"{event['iteration']}/{event['total']}, {time.perf_counter() - t0:.0f} s")
 
     run_finetune(FinetuneRequest(data=data, val=val, options=options, output=str(ckpt_path),
                                  init=init), emit=emit)
-    row["finetune_s"] = time.perf_counter() - t0
-    tuned, tuned_entropy, reseg_s = segment_video(ckpt_path, frames, others, args.steps,
-                                                  args.samples)
-    row["resegment_s"] = reseg_s
+    out = {"finetune_s": time.perf_counter() - t0}
+    tuned, tuned_entropy, out["resegment_s"] = segment_video(ckpt_path, frames, others,
+                                                             args.steps, args.samples)
     tuned[corrected] = truth[corrected]
     tuned_entropy[corrected] = 0.0
-    row["err_finetune"] = error(tuned, truth, others, classes)
-    both, row["propagate_after_s"] = propagate_all(frames, tuned, tuned_entropy, corrected, c,
-                                                   args.reach)
-    row["err_both"] = error(both, truth, others, classes)
-    return row
+    out["err_finetune"] = error(tuned, truth, others, classes)
+    both, out["propagate_after_s"] = propagate_all(frames, tuned, tuned_entropy, corrected,
+                                                   len(classes), args.reach)
+    out["err_both"] = error(both, truth, others, classes)
+    return out
+
+
+def ablation_table(rows: list[dict], args) -> str:
+    """Error of (b) and (c) per fine-tune variant, mean ± sd over the videos."""
+    lines = ["| fine-tune | temporal context | anchors | (b) error | (c) error | "
+             "(c) vs nothing | fine-tune time (s) |", "|---|---|---|---|---|---|---|"]
+    nothing = float(np.mean([r["err_nothing"] for r in rows]))
+    for context, anchors in ablation_variants(args):
+        key = f"c{context}a{anchors}"
+        got = [r["variants"][key] for r in rows]
+        b = [g["err_finetune"] for g in got]
+        c = [g["err_both"] for g in got]
+        change = (np.mean(c) - nothing) / nothing if nothing > 0 else 0.0
+        lines.append(
+            f"| {'frame-wise' if not context else f't ± {context}'} | "
+            f"{'yes' if context else 'no'} | {f'± {anchors} frames' if anchors else 'no'} | "
+            f"{np.mean(b):.3f} ± {np.std(b):.3f} | {np.mean(c):.3f} ± {np.std(c):.3f} | "
+            f"{change:+.0%} | {np.mean([g['finetune_s'] for g in got]):.0f} |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict], args) -> tuple[str, dict]:
@@ -201,6 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", type=Path, help="markdown file to rewrite the section of "
                         "(default docs/benchmarks.md; --smoke: none)")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also fine-tune frame-wise vs with temporal context (t ± 1), "
+                        "without and with anchors, and print that table")
+    parser.add_argument("--anchor-frames", type=int, default=4,
+                        help="the anchors' reach in the ablation")
     parser.add_argument("--smoke", action="store_true",
                         help="1 video, 64 px, 10 frames, 4 iterations, 1 step × 2 samples")
     args = parser.parse_args(argv)
@@ -232,6 +282,15 @@ def main(argv: list[str] | None = None) -> int:
             f"({torch.get_num_threads()} torch threads) per video; the first segmentation "
             f"({np.mean([r['segment_s'] for r in rows]):.1f} s) is common to all.\n\n"
             f"{text}\n\n{verdict}\n")
+    if args.ablation:
+        body += ("\n**Ablation of the fine-tune** (issue 14 point 2): the same corrections, the "
+                 "fine-tune frame-wise or with temporal context (the bundled frame-wise model "
+                 "expanded to see frames t ± 1, zero weights for them at the start, 25 % of the "
+                 "rows trained without them), without or with anchors (the corrected frames' "
+                 f"labels carried ± {args.anchor_frames} frames along the optical flow; where "
+                 "their confidence is ≥ 0.5 they replace the teacher's pseudo-labels). "
+                 "The dock's settings are the first row of the main table.\n\n"
+                 f"{ablation_table(rows, args)}\n")
     print(body)
     out = args.out or (None if args.smoke else ROOT / "benchmarks" / "results" /
                        "propagation.json")

@@ -61,6 +61,10 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--denoiser-stride", type=positive_int, default=4, choices=[1, 2, 4, 8],
                    help="new model: denoiser on s x s folded label maps (a multiple of the "
                    "encoder stride)")
+    p.add_argument("--context-frames", type=int, default=0, choices=range(0, 5),
+                   metavar="N", help="temporal context: the model also sees N neighbouring "
+                   "frames on each side (a frame-wise --init model is expanded to it; "
+                   "default 0, or what the starting model already sees)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network (CUDA only; slower start, faster steps)")
     p.add_argument("--save-every", type=int, default=500,
@@ -86,6 +90,13 @@ def add_engine_parsers(sub, positive_int) -> None:
                    "frames (e.g. 0,10,20)")
     p.add_argument("--iterations", type=positive_int, default=None,
                    help="training iterations (default: 200)")
+    p.add_argument("--context-frames", type=int, default=0, choices=range(0, 5),
+                   metavar="N", help="temporal context: the adapted model also sees N "
+                   "neighbouring frames on each side (default 0, or what --model sees)")
+    p.add_argument("--anchor-frames", type=int, default=0, metavar="D",
+                   help="carry the corrected frames' labels along the video's motion to the "
+                   "frames up to D away; where reliable they replace the pseudo-labels "
+                   "(default 0: none)")
     p.add_argument("--samples", type=positive_int, default=2,
                    help="samples per frame of the first segmentation")
     p.add_argument("--steps", type=positive_int, default=2,
@@ -230,11 +241,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     say(sizes.line)
     say(f"reading {args.data} ...")
-    data = load_dataset(args.data, split=args.split)  # logs what it found
+    data = load_dataset(args.data, split=args.split,
+                        context_frames=args.context_frames)  # logs what it found
     val = None
     if args.val:
         say(f"reading the validation data {args.val} ...")
-        val = load_dataset(args.val, split=args.val_split)
+        val = load_dataset(args.val, split=args.val_split, context_frames=args.context_frames)
     init = resume = None
     if args.resume:
         resume = load_checkpoint(args.resume)
@@ -248,10 +260,20 @@ def cmd_train(args: argparse.Namespace) -> int:
         else:
             say(f"the data's classes {data.classes} differ from the bundled model's "
                 f"{candidate.classes}: training a new model")
+    # a model never loses the neighbours it already sees: the frames are stacked to match
+    context = max([args.context_frames] + [int(c.model_config.get("context_frames", 0))
+                                           for c in (init, resume) if c is not None])
+    if context != data.context_frames:
+        say(f"the model sees {context} neighbouring frame(s) on each side: reading the "
+            "frames again with them ...")
+        data = load_dataset(args.data, split=args.split, context_frames=context)
+        if val is not None:
+            val = load_dataset(args.val, split=args.val_split, context_frames=context)
     options = TrainOptions(
         mode=args.mode, iterations=args.iterations, batch_size=sizes.batch_size,
         crop_size=sizes.crop_size, lr=args.lr, seed=args.seed, device=args.device,
         compile=args.compile, val_every=max(args.iterations // 10, 1) if val else 0,
+        context_frames=context,
     )
     stop = {"requested": False}
 
@@ -339,7 +361,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     verified = _corrected_frames(args, video, classes)
     iterations = args.iterations or ADAPT_DEFAULTS["iterations"]
     options = TrainOptions(**{**ADAPT_DEFAULTS, "iterations": iterations, "seed": args.seed,
-                              "device": args.device})
+                              "device": args.device,
+                              "context_frames": args.context_frames or None})
+    if args.anchor_frames < 0:
+        print("napari-diffseg adapt: error: --anchor-frames must be 0 or more",
+              file=sys.stderr)
+        return 2
     status(f"adapting {model_path.name} to {args.input} ({video.frames.shape[0]} frames, "
            f"{len(verified)} corrected)", quiet=args.quiet)
     stop = {"requested": False}
@@ -375,7 +402,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
                               options=options, callback=callback,
                               should_stop=lambda: stop["requested"],
                               segment_samples=args.samples, segment_steps=args.steps,
-                              seed=args.seed, name=video.sequence or Path(args.input).stem)
+                              seed=args.seed, name=video.sequence or Path(args.input).stem,
+                              anchor_frames=args.anchor_frames)
     finally:
         for bar in bars.values():
             bar.close()

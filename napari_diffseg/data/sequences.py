@@ -83,6 +83,29 @@ def normalise_gray(frames: np.ndarray, normalisation: dict | None = None) -> np.
     return out.mean(axis=-1) if out.ndim == 4 else out
 
 
+def context_indices(indices, count: int, context_frames: int) -> np.ndarray:
+    """For frame indices (N,) of a video of `count` frames -> (N, 1 + 2 c) indices of what a
+    model with `context_frames` c sees: the frame, then t - 1, t + 1, t - 2, t + 2, ...; a
+    neighbour beyond the first or last frame is the frame itself (as for a single image)."""
+    idx = np.asarray(indices, dtype=int).reshape(-1)
+    cols = [idx]
+    for d in range(1, context_frames + 1):
+        for step in (-d, d):
+            j = idx + step
+            cols.append(np.where((j >= 0) & (j < count), j, idx))
+    return np.stack(cols, axis=1)
+
+
+def context_stack(frames: np.ndarray, context_frames: int, indices=None) -> np.ndarray:
+    """Normalised frames (T, H, W) -> (N, 1 + 2 c, H, W) stacks of :func:`context_indices`
+    for `indices` (default all); c = 0 gives (N, H, W), the frames themselves."""
+    frames = np.asarray(frames)
+    if context_frames <= 0:
+        return frames if indices is None else frames[np.asarray(indices, dtype=int)]
+    idx = np.arange(frames.shape[0]) if indices is None else np.asarray(indices, dtype=int)
+    return frames[context_indices(idx, frames.shape[0], context_frames)]
+
+
 @dataclass
 class SparseDataset:
     """Frames of one or more sequences, split into labelled and unlabelled frames.
@@ -90,6 +113,11 @@ class SparseDataset:
     images: labelled frames, each (H, W) float32 normalised; labels: their (H, W) uint8 ids
     (:data:`IGNORE_LABEL` where the class is unknown, e.g. in fused pseudo-labels);
     unlabelled: the other frames, each (H, W) float32 normalised.
+    context_frames: c > 0 when each image is a (1 + 2 c, H, W) stack of the frame and its
+    neighbours (:func:`context_stack`), for a model with temporal context.
+    unlabelled_anchors: optional, one per unlabelled frame: None, or (labels (H, W) uint8,
+    confidence (H, W) float) warped from the nearest verified frame of the video (the
+    anchors of semi-supervised training, :func:`napari_diffseg.engine.propagate`).
     """
 
     images: list[np.ndarray] = field(default_factory=list)
@@ -98,6 +126,8 @@ class SparseDataset:
     classes: dict[int, str] = field(default_factory=dict)
     sequences: list[str] = field(default_factory=list)
     source: str = ""
+    context_frames: int = 0
+    unlabelled_anchors: list = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -113,27 +143,31 @@ class SparseDataset:
             "sequences": len(self.sequences),
             "labelled_frames": len(self.images),
             "unlabelled_frames": len(self.unlabelled),
+            "context_frames": self.context_frames,
+            "anchored_frames": sum(a is not None for a in self.unlabelled_anchors),
             "classes": {str(k): v for k, v in self.classes.items()},
         }
 
 
 def dataset_from_videos(
-    videos, source: str = "", normalisation: dict | None = None
+    videos, source: str = "", normalisation: dict | None = None, context_frames: int = 0
 ) -> SparseDataset:
     """Build a :class:`SparseDataset` from :class:`napari_diffseg.io.Video` objects that carry
-    labels (DAVIS / MOSXAV sequences)."""
-    data = SparseDataset(source=source)
+    labels (DAVIS / MOSXAV sequences); `context_frames` > 0 stacks each frame with its
+    neighbours (for a model with temporal context)."""
+    data = SparseDataset(source=source, context_frames=context_frames)
     for video in videos:
         if video.labels is None:
             raise ValueError(f"{video.meta.path}: has no annotations to train on")
         frames = normalise_gray(video.frames, normalisation)  # colour kept: train on gray
         labelled = set(video.labelled)
+        stacks = context_stack(frames, context_frames) if context_frames else frames
         for i in range(frames.shape[0]):
             if i in labelled:
-                data.images.append(frames[i])
+                data.images.append(stacks[i])
                 data.labels.append(np.asarray(video.labels[i], dtype=np.uint8))
             else:
-                data.unlabelled.append(frames[i])
+                data.unlabelled.append(stacks[i])
         data.sequences.append(video.sequence or video.meta.path.name)
         for k, v in (video.classes or {}).items():
             data.classes.setdefault(int(k), v)
@@ -147,7 +181,8 @@ def dataset_from_videos(
     return data
 
 
-def load_dataset(path: str | Path, split: str | None = None) -> SparseDataset:
+def load_dataset(path: str | Path, split: str | None = None,
+                 context_frames: int = 0) -> SparseDataset:
     """Read a DAVIS or MOSXAV dataset (root, MOSXAV split folder, or one sequence folder)."""
     from napari_diffseg.io import ReadError, detect_format, read_sequences
 
@@ -159,4 +194,5 @@ def load_dataset(path: str | Path, split: str | None = None) -> SparseDataset:
             "training needs JPEGImages/<sequence>/ frames with Annotations",
             path=path,
         )
-    return dataset_from_videos(read_sequences(path, split=split), source=str(path))
+    return dataset_from_videos(read_sequences(path, split=split), source=str(path),
+                               context_frames=context_frames)

@@ -35,6 +35,7 @@ from napari_diffseg.data.sequences import (
     IGNORE_LABEL,
     SparseDataset,
     apply_normalisation,
+    context_stack,
     normalisation_range,
 )
 from napari_diffseg.engine.checkpoint import build_model, load_checkpoint
@@ -42,6 +43,7 @@ from napari_diffseg.engine.device import resolve_device
 from napari_diffseg.engine.finetune import FinetuneRequest, run_finetune
 from napari_diffseg.engine.inference import Cancelled, SegmentOptions, predict_normalised
 from napari_diffseg.engine.prior import PriorOptions, vessel_prior
+from napari_diffseg.engine.propagate import PropagationCancelled, anchor_targets
 from napari_diffseg.engine.training import TrainOptions
 
 logger = logging.getLogger(__name__)
@@ -147,6 +149,7 @@ class AdaptRequest:
     threads: int | None = None
     checkpoint_every: int = 0
     name: str = "video"
+    anchor_frames: int = 0
 
 
 def _check_verified(verified: Mapping[int, np.ndarray], n: int, shape: tuple,
@@ -197,8 +200,11 @@ def build_adapt_data(
     if images.ndim == 4:
         images = images.mean(axis=-1)
     todo = [i for i in range(n) if i not in verified]
+    start_context = int(init.model_config.get("context_frames", 0))
+    context = max(start_context, request.options.context_frames or 0)
+    stacks = context_stack(images, context)
     data = SparseDataset(classes=classes, sequences=[request.name],
-                         source=f"{request.name} (adapt)")
+                         source=f"{request.name} (adapt)", context_frames=context)
     stats = {"frames": n, "verified": len(verified), "pseudo_labelled": len(todo)}
     if todo:
         model = build_model(init).to(resolve_device(request.options.device))
@@ -210,7 +216,7 @@ def build_adapt_data(
                   "message": f"segmenting with the starting model: {done}/{total} frames"})
 
         probs, _, _ = predict_normalised(
-            model, np.ascontiguousarray(images[todo]),
+            model, np.ascontiguousarray(context_stack(images, start_context, todo)),
             timesteps=int(init.schedule.get("timesteps", 10)),
             options=SegmentOptions(steps=request.segment_steps, samples=request.segment_samples,
                                    seed=request.seed),
@@ -223,6 +229,18 @@ def build_adapt_data(
             raise Cancelled("adaptation stopped while making the pseudo-labels")
         labels, weights = fuse_pseudo_labels(probs, prior.vesselness, prior.mask,
                                              request.fusion)
+        anchors = {}
+        if request.anchor_frames > 0 and verified:
+            emit({"kind": "status", "stage": "anchors", "done": 0, "total": len(todo),
+                  "message": "carrying the verified frames' labels to their neighbours…"})
+            anchors = anchor_targets(raw, verified, sorted(verified),
+                                     distance=request.anchor_frames, should_stop=should_stop)
+            for k, i in enumerate(todo):
+                if i in anchors:
+                    anchor, confidence = anchors[i]
+                    sure = confidence >= request.options.anchor_confidence
+                    labels[k] = np.where(sure, anchor, labels[k])
+        stats["anchored_frames"] = len(anchors)
         known = labels != IGNORE_LABEL
         stats.update({
             "known_fraction": float(known.mean()),
@@ -231,12 +249,15 @@ def build_adapt_data(
             "model_foreground_fraction": float((probs.argmax(axis=1) > 0).mean()),
         })
         for k, i in enumerate(todo):
-            data.images.append(images[i])
+            data.images.append(stacks[i])
             data.labels.append(labels[k])
-            data.unlabelled.append(images[i])
+            data.unlabelled.append(stacks[i])
+            data.unlabelled_anchors.append(anchors.get(i))
+        if not anchors:
+            data.unlabelled_anchors = []
     repeat = max(1, round(len(todo) / len(verified))) if verified else 0
     for i, lab in sorted(verified.items()):
-        data.images.extend([images[i]] * repeat)
+        data.images.extend([stacks[i]] * repeat)
         data.labels.extend([lab] * repeat)
     logger.info("adaptation data: %d verified and %d pseudo-labelled frames; %s",
                 len(verified), len(todo), stats)
@@ -258,7 +279,7 @@ def run_adapt(
     """
     try:
         data, stats = build_adapt_data(request, emit, should_stop)
-    except Cancelled:
+    except (Cancelled, PropagationCancelled):
         done = {"kind": "done", "path": None, "metrics": {}, "stopped": True,
                 "best_val_dice": None, "best_iteration": None}
         emit(done)

@@ -8,7 +8,7 @@ import torch
 
 def crop_size_for(frames: list[np.ndarray], wanted: int, multiple: int) -> int:
     """Largest crop <= `wanted` that fits every frame and is a multiple of `multiple`."""
-    smallest = min(min(f.shape[:2]) for f in frames)
+    smallest = min(min(f.shape[-2:]) for f in frames)
     size = min(wanted, smallest) // multiple * multiple
     if size < multiple:
         raise ValueError(
@@ -39,6 +39,38 @@ def _crop_corner(
     return int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
 
 
+def crop_plan(
+    rng: np.random.Generator,
+    images: list[np.ndarray],
+    labels: list[np.ndarray] | None,
+    batch: int,
+    size: int,
+    foreground: float = 0.0,
+) -> list[tuple[int, int, int, int, bool]]:
+    """The random choices of a batch of crops: (frame, top, left, quarter turns, flip) each;
+    `foreground` as in :func:`random_crops`. Apply them with :func:`apply_crops`."""
+    plan = []
+    for _ in range(batch):
+        i = int(rng.integers(len(images)))
+        y, x = _crop_corner(rng, labels[i] if labels is not None else None,
+                            images[i].shape[-2:], size, foreground)
+        plan.append((i, y, x, int(rng.integers(4)), bool(rng.integers(2))))
+    return plan
+
+
+def apply_crops(plan, arrays: list, size: int, dtype, fill=0) -> np.ndarray:
+    """Crop `arrays[i]` (..., H, W) as `plan` says -> (B, ..., size, size) of `dtype`; an
+    entry of `arrays` that is None gives a crop full of `fill`."""
+    shape = next((a.shape[:-2] for a in arrays if a is not None), ())
+    out = np.full((len(plan), *shape, size, size), fill, dtype=dtype)
+    for b, (i, y, x, k, flip) in enumerate(plan):
+        if arrays[i] is None:
+            continue
+        patch = np.rot90(arrays[i][..., y : y + size, x : x + size], k, axes=(-2, -1))
+        out[b] = patch[..., ::-1] if flip else patch
+    return out
+
+
 def random_crops(
     rng: np.random.Generator,
     images: list[np.ndarray],
@@ -49,27 +81,17 @@ def random_crops(
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Weakly augmented batch: random frame, random crop, random flips and 90° rotation.
     `foreground`: share of the crops centred on a labelled structure (see :func:`_crop_corner`),
-    the rest uniform. -> images (B, size, size) float32 and labels (B, size, size) int64 (or
-    None)."""
-    out_img = np.empty((batch, size, size), dtype=np.float32)
-    out_lab = np.empty((batch, size, size), dtype=np.int64) if labels is not None else None
-    for b in range(batch):
-        i = int(rng.integers(len(images)))
-        img = images[i]
-        y, x = _crop_corner(rng, labels[i] if labels is not None else None, img.shape[:2],
-                            size, foreground)
-        k = int(rng.integers(4))
-        flip = bool(rng.integers(2))
-        patch = np.rot90(img[y : y + size, x : x + size], k)
-        out_img[b] = patch[:, ::-1] if flip else patch
-        if out_lab is not None:
-            lab = np.rot90(labels[i][y : y + size, x : x + size], k)
-            out_lab[b] = lab[:, ::-1] if flip else lab
+    the rest uniform. images: each (H, W), or (K, H, W) stacks of a frame and its neighbours
+    (cropped alike) -> images (B, size, size) or (B, K, size, size) float32 and labels
+    (B, size, size) int64 (or None)."""
+    plan = crop_plan(rng, images, labels, batch, size, foreground)
+    out_img = apply_crops(plan, images, size, np.float32)
+    out_lab = apply_crops(plan, labels, size, np.int64) if labels is not None else None
     return out_img, out_lab
 
 
 def strong_intensity(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Strong photometric augmentation of (B, 1, H, W) normalised images: random gamma,
+    """Strong photometric augmentation of (B, Cin, H, W) normalised images: random gamma,
     contrast and brightness, Gaussian noise and occasional blur; geometry is unchanged so that
     pseudo-labels computed on the weak view still align."""
     b = x.shape[0]
@@ -85,8 +107,9 @@ def strong_intensity(x: torch.Tensor, generator: torch.Generator) -> torch.Tenso
     y = y + noise * u(0.0, 0.06)
     if torch.rand((), generator=generator) < 0.3:
         kernel = torch.tensor([0.25, 0.5, 0.25], device=dev)
-        k2 = (kernel[:, None] * kernel[None, :])[None, None]
-        y = torch.nn.functional.conv2d(y, k2, padding=1)
+        c = y.shape[1]  # the frame, and its neighbours for a model with temporal context
+        k2 = (kernel[:, None] * kernel[None, :])[None, None].expand(c, 1, 3, 3)
+        y = torch.nn.functional.conv2d(y, k2, padding=1, groups=c)
     return y * 2 - 1
 
 

@@ -18,3 +18,9 @@ FINETUNE_DEFAULTS = {
 }
 #: the dock's default share of the verified frames held out to pick the best checkpoint
 FINETUNE_VAL_FRACTION = 0.25
+#: neighbouring frames on each side a fine-tuned model sees (temporal context; a frame-wise
+#: model such as the bundled one is expanded, :func:`napari_diffseg.model.expand_context`)
+FINETUNE_CONTEXT_FRAMES = 0
+#: verified frames' labels carried this many frames along the video's motion as anchors of the
+#: pseudo-labels (0: none); both measured by ``benchmarks/bench_propagation.py``
+FINETUNE_ANCHOR_FRAMES = 0

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from napari_diffseg.data.sequences import SparseDataset, normalise_gray
+from napari_diffseg.data.sequences import SparseDataset, context_stack, normalise_gray
 from napari_diffseg.engine.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -69,6 +69,7 @@ from napari_diffseg.engine.defaults import (  # noqa: F401 (re-exported: older i
     FINETUNE_VAL_FRACTION,
 )
 from napari_diffseg.engine.device import device_description, resolve_device
+from napari_diffseg.engine.propagate import anchor_targets
 from napari_diffseg.engine.training import TrainOptions, TrainProgress, train, validation_dice
 from napari_diffseg.model import ModelConfig
 
@@ -117,6 +118,9 @@ def build_finetune_data(
     val_fraction: float = 0.0,
     seed: int = 0,
     name: str = "video",
+    context_frames: int = 0,
+    anchor_frames: int = 0,
+    should_stop=None,
 ) -> tuple[SparseDataset, SparseDataset | None]:
     """The training (and validation) set of one annotated video, as the GUI holds it.
 
@@ -136,6 +140,14 @@ def build_finetune_data(
             neither as labelled nor as unlabelled training frames.
         seed: the held-out frames are a deterministic function of ``seed`` and ``verified``.
         name: sequence name recorded in the dataset summary.
+        context_frames: c > 0 for a model with temporal context: every image is the (1 + 2 c,
+            H, W) stack of the frame and its neighbours in the video
+            (:func:`napari_diffseg.data.context_stack`).
+        anchor_frames: d > 0 carries the labels of the training's verified frames along the
+            video's motion to the unlabelled frames up to d frames away
+            (:func:`napari_diffseg.engine.propagate.anchor_targets`): where confident they
+            replace the teacher's pseudo-labels (``TrainOptions.anchor_confidence``).
+        should_stop: polled while the anchors' optical flow is computed.
 
     Returns:
         (train, val): ``train`` has the verified frames as (H, W) float32 images with (H, W)
@@ -173,25 +185,37 @@ def build_finetune_data(
                              f"({', '.join(f'{k} {v}' for k, v in sorted(names.items()))}): "
                              "erase them or add the class")
     held_out = held_out_frames(chosen, val_fraction, seed)
-    video = _gray(raw, "the video", normalisation)
-    train_set = SparseDataset(classes=dict(names), sequences=[name], source=name)
+    video = context_stack(_gray(raw, "the video", normalisation), context_frames)
+    train_set = SparseDataset(classes=dict(names), sequences=[name], source=name,
+                              context_frames=context_frames)
     labelled = set(chosen) - set(held_out)
+    anchors = {}
+    if anchor_frames > 0:
+        anchors = anchor_targets(raw, lab, sorted(labelled), distance=anchor_frames,
+                                 should_stop=should_stop)
     for i in range(n_frames):
         if i in labelled:
             train_set.images.append(video[i])
             train_set.labels.append(lab[i].astype(np.uint8))
         elif i not in held_out:
             train_set.unlabelled.append(video[i])
+            train_set.unlabelled_anchors.append(anchors.get(i))
     for k, extra in enumerate(extra_unlabelled):
-        train_set.unlabelled.extend(_gray(extra, f"extra video {k}", normalisation))
+        more = context_stack(_gray(extra, f"extra video {k}", normalisation), context_frames)
+        train_set.unlabelled.extend(more)
+        train_set.unlabelled_anchors.extend([None] * len(more))
         train_set.sequences.append(f"{name}-extra{k}")
+    if not anchors:
+        train_set.unlabelled_anchors = []
     val_set = None
     if held_out:
         val_set = SparseDataset(images=[video[i] for i in held_out],
                                 labels=[lab[i].astype(np.uint8) for i in held_out],
-                                classes=dict(names), sequences=[name], source=f"{name} (val)")
-    logger.info("fine-tuning data: %d labelled, %d unlabelled, %d validation frames",
-                len(train_set.images), len(train_set.unlabelled), len(held_out))
+                                classes=dict(names), sequences=[name], source=f"{name} (val)",
+                                context_frames=context_frames)
+    logger.info("fine-tuning data: %d labelled, %d unlabelled (%d anchored), %d validation "
+                "frames", len(train_set.images), len(train_set.unlabelled), len(anchors),
+                len(held_out))
     return train_set, val_set
 
 

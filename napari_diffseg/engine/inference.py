@@ -16,7 +16,11 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from napari_diffseg.data.sequences import apply_normalisation, normalisation_range
+from napari_diffseg.data.sequences import (
+    apply_normalisation,
+    context_indices,
+    normalisation_range,
+)
 from napari_diffseg.engine.device import resolve_device
 from napari_diffseg.engine.postprocess import remove_specks
 from napari_diffseg.engine.uncertainty import (
@@ -203,6 +207,39 @@ def default_batch_size(device: torch.device | str) -> int:
     return 1 if torch.device(device).type == "cpu" else 8
 
 
+def _channels(batch: torch.Tensor) -> torch.Tensor:
+    """Normalised frames (B, H, W), or (B, K, H, W) stacks of a frame and its neighbours
+    (models with temporal context) -> the network's input (B, Cin, H, W)."""
+    return batch[:, None] if batch.ndim == 3 else batch
+
+
+def video_loader(
+    frames: np.ndarray, normalisation: dict | None, context_frames: int = 0
+) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from frame indices (N,) of the raw video `frames` (T, H, W[, 3]) to the
+    network's normalised input: (N, H, W) float32, or with temporal context (N, 1 + 2 c, H, W)
+    stacks of each frame and its neighbours (:func:`napari_diffseg.data.context_indices`).
+    The whole video's intensity range is used, so one frame gives the same input as the run;
+    only the requested frames are ever converted to float."""
+    lo, hi = normalisation_range(frames, normalisation)
+    clahe = (normalisation or {}).get("clahe")
+
+    def gray(idx: np.ndarray) -> np.ndarray:
+        images = apply_normalisation(frames[idx], lo, hi, clahe)
+        return images.mean(axis=-1) if images.ndim == 4 else images
+
+    if context_frames <= 0:
+        return gray
+
+    def load(idx: np.ndarray) -> np.ndarray:
+        table = context_indices(idx, frames.shape[0], context_frames)
+        flat, inverse = np.unique(table.reshape(-1), return_inverse=True)
+        images = gray(flat)[inverse]
+        return images.reshape(*table.shape, *images.shape[-2:])
+
+    return load
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Reflect-pad (B, C, H, W) on the bottom/right to multiples of `multiple`."""
     h, w = x.shape[-2:]
@@ -314,7 +351,7 @@ def _sample_batch(
     check = _step_check(should_stop)
     device = batch.device
     c, k = model.config.num_classes, max(1, samples)
-    x, (bh, bw) = pad_to_multiple(batch[:, None], model.config.multiple)
+    x, (bh, bw) = pad_to_multiple(_channels(batch), model.config.multiple)
     b, _, h, w = x.shape
     rows = b * k
     chunk = rows if device.type != "cpu" else max(1, CPU_CHUNK_PIXELS // (h * w))
@@ -349,12 +386,12 @@ def _tta_batch(
     probabilities turned back before they are accumulated."""
     check = _step_check(should_stop)
     device = batch.device
-    b, bh, bw = batch.shape
+    b, (bh, bw) = batch.shape[0], batch.shape[-2:]
     acc = _Accumulator(b, model.config.num_classes, bh, bw, device, _needs_std(options))
     frames = torch.arange(b, device=device)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for view in range(options.tta):
-            image = dihedral(batch[:, None], view)
+            image = dihedral(_channels(batch), view)
             if view > 0:
                 image = jitter_intensity(image, options.tta_jitter, generator)
             vh, vw = image.shape[-2:]
@@ -449,9 +486,10 @@ def predict_normalised(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """images: (N, H, W) float32 normalised frames -> (mean probabilities (N, C, H, W) float16,
-    entropy (N, H, W) float32, mutual information (N, H, W) float32)."""
-    n, h, w = images.shape
+    """images: (N, H, W) float32 normalised frames, or (N, 1 + 2 c, H, W) stacks for a model
+    with temporal context -> (mean probabilities (N, C, H, W) float16, entropy (N, H, W)
+    float32, mutual information (N, H, W) float32)."""
+    n, (h, w) = images.shape[0], images.shape[-2:]
     c = model.config.num_classes
     probs_out = np.empty((n, c, h, w), dtype=np.float16)
     ent_out = np.empty((n, h, w), dtype=np.float32)
@@ -535,12 +573,7 @@ def iter_segment(
     todo = np.arange(frames.shape[0]) if indices is None else np.asarray(indices, dtype=int)
     if todo.size and (todo.min() < 0 or todo.max() >= frames.shape[0]):
         raise ValueError(f"frame indices must be in 0..{frames.shape[0] - 1}")
-    lo, hi = normalisation_range(frames, normalisation)
-
-    def load(idx: np.ndarray) -> np.ndarray:
-        images = apply_normalisation(frames[idx], lo, hi, (normalisation or {}).get("clahe"))
-        return images.mean(axis=-1) if images.ndim == 4 else images
-
+    load = video_loader(frames, normalisation, model.config.context_frames)
     t0 = time.perf_counter()
     done = 0
     options = options or SegmentOptions()
@@ -667,13 +700,11 @@ def frame_samples(
     frames = np.asarray(frames)
     if not 0 <= index < frames.shape[0]:
         raise ValueError(f"frame index must be in 0..{frames.shape[0] - 1}, got {index}")
-    lo, hi = normalisation_range(frames, normalisation)
-    image = apply_normalisation(frames[index : index + 1], lo, hi,
-                                (normalisation or {}).get("clahe"))
-    image = image.mean(axis=-1) if image.ndim == 4 else image
+    image = video_loader(frames, normalisation, model.config.context_frames)(
+        np.array([index]))
     device = next(model.parameters()).device
     model.eval()
-    x, (h, w) = pad_to_multiple(torch.from_numpy(image.astype(np.float32))[:, None].to(device),
+    x, (h, w) = pad_to_multiple(_channels(torch.from_numpy(image.astype(np.float32))).to(device),
                                 model.config.multiple)
     k = max(1, options.samples)
     sampler = DDIMSampler(NoiseSchedule(timesteps), steps=options.steps, eta=options.eta)

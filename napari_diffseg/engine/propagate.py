@@ -321,3 +321,51 @@ def propagate_sources(frames: np.ndarray, labels: np.ndarray, sources: Iterable[
             if held is None or abs(item.index - source) < abs(item.index - held.source):
                 best[item.index] = item
     return best
+
+
+def anchor_targets(frames: np.ndarray, labels: np.ndarray, sources: Iterable[int], *,
+                   distance: int = 3, method: str = "tvl1", max_size: int = 256,
+                   decay: float = 0.85, tolerance: float = 0.1,
+                   should_stop: Callable[[], bool] | None = None,
+                   ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Anchors for semi-supervised training: the labels of the verified frames `sources`
+    carried along the video's motion to the frames up to `distance` away, with a confidence.
+
+    Each frame within `distance` of a source (and not a source itself) gets the labels of its
+    nearest source (the earlier on a tie), warped one frame at a time as :func:`iter_propagate`
+    does but without any model, and a per-pixel confidence in [0, 1]: ``decay ** d`` at d
+    frames from the source, times, at every step, how well the flow explains the frame
+    (``exp(-|target - warped previous| / tolerance)`` on the video's [0, 1] intensities,
+    lightly smoothed), so that where the motion was not followed the anchor is not trusted.
+    Returns frame -> (labels (H, W) uint8, confidence (H, W) float16)."""
+    from scipy.ndimage import uniform_filter
+
+    frames = np.asarray(frames)
+    n = frames.shape[0]
+    sources = sorted({int(s) for s in sources if 0 <= int(s) < n})
+    lo, hi = video_range(frames)
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    best: dict[int, int] = {}
+    for source in sources:
+        for direction in (1, -1):
+            lab = np.asarray(labels[source], dtype=np.uint8)
+            conf = np.ones(lab.shape, dtype=np.float32)
+            previous = _flow_image(frames[source], lo, hi)
+            for d in range(1, distance + 1):
+                target = source + direction * d
+                if not 0 <= target < n or target in sources:
+                    break
+                if should_stop is not None and should_stop():
+                    raise PropagationCancelled
+                image = _flow_image(frames[target], lo, hi)
+                flow = frame_flow(image, previous, method=method, max_size=max_size)
+                lab = warp_labels(lab, flow)
+                residual = np.abs(image - warp_labels(previous, flow))
+                fit = np.exp(-uniform_filter(residual, size=5) / max(tolerance, 1e-6))
+                conf = warp_labels(conf, flow) * fit.astype(np.float32)
+                previous = image
+                held = best.get(target)
+                if held is None or d < abs(target - held):
+                    best[target] = source
+                    out[target] = (lab.copy(), (conf * decay**d).astype(np.float16))
+    return out

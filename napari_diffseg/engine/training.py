@@ -39,7 +39,9 @@ from torch.nn import functional as F
 from napari_diffseg.data.sequences import DEFAULT_NORMALISATION, IGNORE_LABEL, SparseDataset
 from napari_diffseg.engine import distributed
 from napari_diffseg.engine.augment import (
+    apply_crops,
     class_weights,
+    crop_plan,
     crop_size_for,
     random_crops,
     strong_intensity,
@@ -47,7 +49,13 @@ from napari_diffseg.engine.augment import (
 from napari_diffseg.engine.checkpoint import Checkpoint, build_model
 from napari_diffseg.engine.inference import SegmentOptions, predict_normalised
 from napari_diffseg.engine.metrics import dice_iou
-from napari_diffseg.model import DDIMSampler, DiffSegNet, ModelConfig, NoiseSchedule
+from napari_diffseg.model import (
+    DDIMSampler,
+    DiffSegNet,
+    ModelConfig,
+    NoiseSchedule,
+    expand_context,
+)
 from napari_diffseg.model.losses import (
     PrototypeMemory,
     ce_dice_loss,
@@ -112,6 +120,15 @@ class TrainOptions:
     pseudo_weighting: str = "gate"
     uncertainty_low: float = 0.75
     uncertainty_high: float = 1.0
+    # temporal context (issue 14): None keeps the model's own; more neighbours than the initial
+    # model sees expands it (zero weights for the new inputs, so it starts as it was)
+    context_frames: int | None = None
+    # share of the rows whose neighbours are replaced by the frame itself, so that a single
+    # image, the first and the last frame still work
+    context_dropout: float = 0.25
+    # anchors (SparseDataset.unlabelled_anchors, labels warped from verified frames): where
+    # their confidence is at least this they replace the teacher's pseudo-labels
+    anchor_confidence: float = 0.5
 
     def __post_init__(self) -> None:
         if self.mode not in ("supervised", "semi"):
@@ -123,8 +140,10 @@ class TrainOptions:
         if self.pseudo_weighting not in ("gate", "entropy"):
             raise ValueError(f"pseudo_weighting must be 'gate' or 'entropy', got "
                              f"{self.pseudo_weighting!r}")
+        if self.context_frames is not None and not 0 <= self.context_frames <= 4:
+            raise ValueError(f"context_frames must be in 0..4, got {self.context_frames}")
         for name in ("shortcut_dropout", "condition_dropout", "high_t_fraction", "label_noise",
-                     "label_swap"):
+                     "label_swap", "context_dropout", "anchor_confidence"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -282,6 +301,9 @@ class Trainer:
             self.model = build_model(init).to(self.device)
             self.classes = {int(k): v for k, v in init.classes.items()}
             self.normalisation = dict(init.normalisation)
+            wanted = options.context_frames
+            if wanted is not None and wanted > self.model.config.context_frames:
+                self.model = expand_context(self.model, wanted)
             if data.num_classes > self.model.config.num_classes:
                 raise ValueError(
                     f"the data has {data.num_classes} classes but the initial model predicts "
@@ -290,12 +312,24 @@ class Trainer:
         else:
             cfg = model_config or ModelConfig()
             cfg = ModelConfig(**{**asdict(cfg), "num_classes": max(data.num_classes, 2)})
+            if options.context_frames is not None:
+                cfg = ModelConfig(**{**asdict(cfg), "context_frames": options.context_frames})
             self.model = DiffSegNet(cfg).to(self.device)
             # every output class gets a name (a checkpoint names exactly its outputs)
             self.classes = {i: data.classes.get(i, "background" if i == 0 else f"class {i}")
                             for i in range(cfg.num_classes)}
             self.normalisation = dict(DEFAULT_NORMALISATION)
         self.config = self.model.config
+        if data.context_frames != self.config.context_frames:
+            raise ValueError(
+                f"the model sees {self.config.context_frames} neighbouring frame(s) on each side "
+                f"but the training frames carry {data.context_frames}: build the data with "
+                f"context_frames={self.config.context_frames}"
+            )
+        self.anchored = any(a is not None for a in data.unlabelled_anchors)
+        if data.unlabelled_anchors and len(data.unlabelled_anchors) != len(data.unlabelled):
+            raise ValueError(f"{len(data.unlabelled_anchors)} anchors for "
+                             f"{len(data.unlabelled)} unlabelled frames")
         self.teacher = copy.deepcopy(self.model).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -336,6 +370,19 @@ class Trainer:
     # -- one iteration -------------------------------------------------------------------
     def _to_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(self.device)
+
+    def _input(self, crops: np.ndarray) -> torch.Tensor:
+        """Image crops (B, S, S) or (B, K, S, S) -> the network's input (B, Cin, S, S); with
+        temporal context, a share ``context_dropout`` of the rows see their frame in place of
+        its neighbours (what a single image or the first / last frame looks like)."""
+        x = self._to_device(crops)
+        if x.ndim == 3:
+            return x[:, None]
+        p = self.options.context_dropout
+        if x.shape[1] > 1 and p > 0:
+            drop = (torch.rand(x.shape[0], generator=self.generator) < p).to(self.device)
+            x = torch.where(drop[:, None, None, None], x[:, :1].expand_as(x), x)
+        return x
 
     def _diffusion_forward(self, images: torch.Tensor, labels: torch.Tensor):
         """Student prediction of the clean map from x_t at random t; images (B, 1, H, W) and
@@ -398,12 +445,25 @@ class Trainer:
         pseudo = mean.argmax(dim=1)
         return distributed.gather_rows(pseudo), distributed.gather_rows(weight)
 
+    def _anchor(self, plan, pseudo: torch.Tensor, weight: torch.Tensor):
+        """Where a crop's anchor (labels warped from a verified frame) is confident, it
+        replaces the teacher's pseudo-label, with its confidence as the weight."""
+        anchors = self.data.unlabelled_anchors
+        labels = apply_crops(plan, [None if a is None else a[0] for a in anchors], self.crop,
+                             np.int64, fill=IGNORE_LABEL)
+        conf = apply_crops(plan, [None if a is None else a[1] for a in anchors], self.crop,
+                           np.float32)
+        labels, conf = self._to_device(labels), self._to_device(conf)
+        use = (conf >= self.options.anchor_confidence) & (labels != IGNORE_LABEL)
+        use &= labels < self.config.num_classes
+        return torch.where(use, labels, pseudo), torch.where(use, conf, weight)
+
     def step(self) -> dict[str, float]:
         o = self.options
         self.net.train()
         img_l, lab_l = random_crops(self.rng, self.data.images, self.data.labels,
                                     o.batch_size, self.crop, foreground=o.foreground_crops)
-        x_l = self._to_device(img_l)[:, None]
+        x_l = self._input(img_l)
         if o.augment_labelled:
             x_l = strong_intensity(x_l, self.generator)
         y_l = self._to_device(lab_l)
@@ -415,10 +475,11 @@ class Trainer:
                                                 ignore_index=IGNORE_LABEL)
             # pixels of unknown class (IGNORE_LABEL in noisy pseudo-labels) take no part
             if self.semi:
-                img_u, _ = random_crops(self.rng, self.data.unlabelled, None,
-                                        o.batch_size, self.crop)
-                x_u = self._to_device(img_u)[:, None]
+                plan = crop_plan(self.rng, self.data.unlabelled, None, o.batch_size, self.crop)
+                x_u = self._input(apply_crops(plan, self.data.unlabelled, self.crop, np.float32))
                 pseudo, weight = self._pseudo_labels(x_u)
+                if self.anchored:
+                    pseudo, weight = self._anchor(plan, pseudo, weight)
                 keep = weight >= 0.5  # the pixels the prototype terms trust
                 x_u_strong = strong_intensity(x_u, self.generator)
                 logits_u, latent_u = self._diffusion_forward(x_u_strong, pseudo)

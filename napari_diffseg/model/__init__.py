@@ -4,8 +4,15 @@ The network knows nothing of the schedule, and the schedule nothing of the netwo
 sampler loop in :mod:`napari_diffseg.model.sampling` combines them in a few lines.
 """
 
-from .network import DiffSegNet, ModelConfig
+from .network import DiffSegNet, ModelConfig, expand_context
 from .sampling import sample_probabilities
 from .schedule import DDIMSampler, NoiseSchedule
 
-__all__ = ["DDIMSampler", "DiffSegNet", "ModelConfig", "NoiseSchedule", "sample_probabilities"]
+__all__ = [
+    "DDIMSampler",
+    "DiffSegNet",
+    "ModelConfig",
+    "NoiseSchedule",
+    "expand_context",
+    "sample_probabilities",
+]

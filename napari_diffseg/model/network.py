@@ -42,6 +42,11 @@ class ModelConfig:
         placed by full-resolution filters even when the encoder is strided; 0: none (the
         default: on the bundled model's budget, width 8 gave guidewire Dice 0.39 against 0.37
         and mean Dice 0.52 against 0.53, within the spread of a retraining).
+    context_frames: neighbouring frames on each side that the image encoder sees as extra
+        input channels (temporal context): the input is frame t, then t - 1, t + 1, t - 2,
+        t + 2, ... (:func:`napari_diffseg.data.context_indices`; a missing neighbour at the
+        start or end of a video is the frame itself). 0: frame-wise, as checkpoints written
+        before this field existed. The detail branch reads frame t only.
     """
 
     num_classes: int = 4
@@ -54,6 +59,7 @@ class ModelConfig:
     denoiser_stride: int = 4
     encoder_stride: int = 2
     detail_width: int = 0
+    context_frames: int = 0
 
     def __post_init__(self) -> None:
         e, s = self.encoder_stride, self.denoiser_stride
@@ -61,6 +67,13 @@ class ModelConfig:
             raise ValueError(
                 f"encoder_stride ({e}) must be >= 1 and divide denoiser_stride ({s})"
             )
+        if not 0 <= self.context_frames <= 4:
+            raise ValueError(f"context_frames must be in 0..4, got {self.context_frames}")
+
+    @property
+    def image_channels(self) -> int:
+        """Input channels of the encoder: the frame and its 2 x context_frames neighbours."""
+        return self.in_channels * (1 + 2 * self.context_frames)
 
     @property
     def multiple(self) -> int:
@@ -105,7 +118,7 @@ class ImageEncoder(nn.Module):
         super().__init__()
         w = config.width
         self.stride = config.encoder_stride
-        self.stem = nn.Conv2d(config.in_channels * self.stride**2, w, 3, padding=1)
+        self.stem = nn.Conv2d(config.image_channels * self.stride**2, w, 3, padding=1)
         chans = [w * 2**i for i in range(config.depth + 1)]
         self.down_blocks = nn.ModuleList()
         self.downsamples = nn.ModuleList()
@@ -148,8 +161,10 @@ class DetailBranch(nn.Module):
         self.conv1 = nn.Conv2d(config.in_channels, dw, 3, padding=1)
         self.conv2 = nn.Conv2d(dw, dw, 3, padding=1)
         self.mix = nn.Conv2d(dw + config.width, config.num_classes, 1)
+        self.in_channels = config.in_channels
 
     def forward(self, image: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        image = image[:, : self.in_channels]  # frame t (its neighbours follow it)
         h = F.silu(self.conv2(F.silu(self.conv1(image))))
         if self.stride > 1:
             features = F.interpolate(features, scale_factor=float(self.stride), mode="nearest")
@@ -247,7 +262,30 @@ class LabelDenoiser(nn.Module):
 
 #: values of fields added to :class:`ModelConfig` after checkpoints were first written: a
 #: stored config without the field describes this architecture
-LEGACY_DEFAULTS = {"encoder_stride": 1, "detail_width": 0}
+LEGACY_DEFAULTS = {"encoder_stride": 1, "detail_width": 0, "context_frames": 0}
+
+
+def expand_context(model: DiffSegNet, context_frames: int) -> DiffSegNet:
+    """A copy of `model` that sees `context_frames` neighbours on each side and, until it is
+    trained, answers exactly as `model` does: the encoder's first convolution gets zero
+    weights for the new input channels (frame t's channels come first, so they keep theirs).
+    How a frame-wise model (the bundled one) starts temporal fine-tuning."""
+    old = model.config
+    if context_frames < old.context_frames:
+        raise ValueError(f"the model already sees {old.context_frames} neighbours on each "
+                         f"side; cannot reduce that to {context_frames}")
+    if context_frames == old.context_frames:
+        return model
+    new = DiffSegNet(ModelConfig(**{**old.to_dict(), "context_frames": context_frames}))
+    state = model.state_dict()
+    stem = state["encoder.stem.weight"]
+    weight = stem.new_zeros((stem.shape[0], new.config.image_channels * old.encoder_stride**2,
+                             *stem.shape[2:]))
+    # pixel_unshuffle puts input channel c's e x e block at channels c e² .. (c + 1) e² - 1
+    weight[:, : stem.shape[1]] = stem
+    state["encoder.stem.weight"] = weight
+    new.load_state_dict(state)
+    return new.to(next(model.parameters()).device)
 
 
 class DiffSegNet(nn.Module):

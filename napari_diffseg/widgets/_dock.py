@@ -786,6 +786,8 @@ class DiffSegWidget(QWidget):
         worker = create_worker(
             _jobs.adapt_job, session.frames, verified, init=init, output=output,
             iterations=iterations, control=control, _start_thread=False,
+            context_frames=self.finetune.context_frames.value(),
+            anchor_frames=self.finetune.anchor_frames.value(),
             _connect={"yielded": self._on_finetune_event, "errored": self._on_finetune_error,
                       "finished": self._on_finetune_finished},
         )
@@ -796,7 +798,9 @@ class DiffSegWidget(QWidget):
         self.finetune.set_running(True)
         self._finetune_output = str(output)
         self.history.started("adapt", init, output, session.state.verified,
-                             {"iterations": iterations})
+                             {"iterations": iterations,
+                              "context_frames": self.finetune.context_frames.value(),
+                              "anchor_frames": self.finetune.anchor_frames.value()})
         worker.start()
         return worker
 

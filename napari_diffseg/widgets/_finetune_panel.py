@@ -18,8 +18,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_diffseg.engine.defaults import (
+    FINETUNE_ANCHOR_FRAMES,
+    FINETUNE_CONTEXT_FRAMES,
+    FINETUNE_VAL_FRACTION,
+)
 from napari_diffseg.engine.defaults import FINETUNE_DEFAULTS as GUI_TRAIN_DEFAULTS
-from napari_diffseg.engine.defaults import FINETUNE_VAL_FRACTION
 
 from ._plot import CurvePlot
 from ._signals import on_click
@@ -38,6 +42,24 @@ class FinetunePanel(QWidget):
         self.iterations.setRange(1, 100_000)
         self.iterations.setValue(GUI_TRAIN_DEFAULTS["iterations"])
         form.addRow("Iterations", self.iterations)
+        self.context_frames = QSpinBox()
+        self.context_frames.setRange(0, 2)
+        self.context_frames.setValue(FINETUNE_CONTEXT_FRAMES)
+        self.context_frames.setSuffix(" each side")
+        self.context_frames.setToolTip(
+            "temporal context: the model also sees this many neighbouring frames on each side "
+            "of the frame it segments (0: each frame alone). A frame-wise model starts "
+            "exactly as it was and learns to use them; a model never loses them again")
+        form.addRow("Neighbour frames", self.context_frames)
+        self.anchor_frames = QSpinBox()
+        self.anchor_frames.setRange(0, 10)
+        self.anchor_frames.setValue(FINETUNE_ANCHOR_FRAMES)
+        self.anchor_frames.setSuffix(" frames")
+        self.anchor_frames.setToolTip(
+            "anchors: the verified frames' labels are carried along the video's motion to "
+            "the frames this far away, and where that is reliable they replace the model's "
+            "own pseudo-labels in training (0: none)")
+        form.addRow("Anchor verified ±", self.anchor_frames)
         self.val_fraction = QDoubleSpinBox()
         self.val_fraction.setRange(0.0, 0.5)
         self.val_fraction.setSingleStep(0.05)
@@ -123,7 +145,8 @@ class FinetunePanel(QWidget):
         self.adapt_button.setEnabled(not running)
         self.pause_button.setEnabled(running)
         self.stop_button.setEnabled(running)
-        for w in (self.mode, self.iterations, self.val_fraction, self.output):
+        for w in (self.mode, self.iterations, self.val_fraction, self.output,
+                  self.context_frames, self.anchor_frames):
             w.setEnabled(not running)
         if not running:
             self.pause_button.setChecked(False)
@@ -183,8 +206,11 @@ class FinetunePanel(QWidget):
             self.status.setText(f"failed: {event['message']}")
 
     def options(self) -> dict:
+        """TrainOptions fields, plus ``anchor_frames`` (a property of the training data)."""
         return {**GUI_TRAIN_DEFAULTS, "mode": self.mode.currentData(),
-                "iterations": self.iterations.value()}
+                "iterations": self.iterations.value(),
+                "context_frames": self.context_frames.value(),
+                "anchor_frames": self.anchor_frames.value()}
 
     def extra_videos(self) -> list[str]:
         return [self.extra.item(i).text() for i in range(self.extra.count())]

@@ -212,11 +212,15 @@ def finetune_job(
 
     normalisation = None
     options = dict(options)
+    anchor_frames = int(options.pop("anchor_frames", 0) or 0)
+    context = int(options.get("context_frames") or 0)
     if init is not None:
         init_ckpt = load_checkpoint(init, map_location="cpu")
         normalisation = init_ckpt.normalisation
         # fine-tuning continues the model's own noise schedule
         options["timesteps"] = int(init_ckpt.schedule.get("timesteps", 10))
+        # a model never loses the neighbours it sees
+        context = max(context, int(init_ckpt.model_config.get("context_frames", 0)))
         del init_ckpt
     extra = []
     for path in extra_videos:
@@ -226,10 +230,19 @@ def finetune_job(
             return
     # the same frames build_finetune_data holds out (same default seed)
     yield {"kind": "validation_frames", "frames": held_out_frames(verified, val_fraction)}
-    data, val = build_finetune_data(
-        frames, labels, verified, classes=classes, normalisation=normalisation,
-        extra_unlabelled=extra, val_fraction=val_fraction,
-    )
+    if anchor_frames:
+        yield {"kind": "status", "message": "carrying the verified frames' labels to their "
+                                            f"neighbours (±{anchor_frames} frames)…"}
+    from napari_diffseg.engine.propagate import PropagationCancelled
+
+    try:
+        data, val = build_finetune_data(
+            frames, labels, verified, classes=classes, normalisation=normalisation,
+            extra_unlabelled=extra, val_fraction=val_fraction, context_frames=context,
+            anchor_frames=anchor_frames, should_stop=lambda: control.stop_requested,
+        )
+    except PropagationCancelled:
+        return
     request = FinetuneRequest(
         data=data, val=val, options=TrainOptions(**options), output=str(output), init=init,
         threads=threads,
@@ -252,6 +265,8 @@ def adapt_job(
     iterations: int,
     control: FinetuneControl,
     threads: int | None = None,
+    context_frames: int = 0,
+    anchor_frames: int = 0,
 ):
     """Adapt the model ``init`` to this video (0 or more verified frames) in the fine-tuning
     child process and yield its events: ``status`` events while the first segmentation and
@@ -262,8 +277,9 @@ def adapt_job(
 
     request = AdaptRequest(
         frames=frames, init=str(init), output=str(output), verified=verified,
-        options=TrainOptions(**{**ADAPT_DEFAULTS, "iterations": int(iterations)}),
-        threads=threads,
+        options=TrainOptions(**{**ADAPT_DEFAULTS, "iterations": int(iterations),
+                                "context_frames": int(context_frames) or None}),
+        threads=threads, anchor_frames=int(anchor_frames),
     )
     process = FinetuneProcess(request, run=run_adapt)
     control.process = process

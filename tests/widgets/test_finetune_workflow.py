@@ -40,8 +40,11 @@ def verified(make_napari_viewer, qtbot, video_file, tiny_checkpoint):
 
 
 def test_fine_tune_writes_a_checkpoint_reports_loss_and_resegments(qtbot, verified):
+    """With temporal context and anchors (the frame-wise start model is expanded)."""
     viewer, dock, path = verified
     dock.finetune.iterations.setValue(6)
+    dock.finetune.context_frames.setValue(1)
+    dock.finetune.anchor_frames.setValue(2)
     output = path.parent / "run1.diffseg" / "models" / "model-001.pt"  # the history's first
     assert dock.finetune.output.text() == str(output)
     worker = dock.start_finetune()
@@ -56,7 +59,10 @@ def test_fine_tune_writes_a_checkpoint_reports_loss_and_resegments(qtbot, verifi
     assert kinds[-1] == "done" and output.is_file()
     ckpt = load_checkpoint(output)
     assert ckpt.classes == dock.session.state.classes
+    assert ckpt.model_config["context_frames"] == 1  # the model now sees frames t +- 1
+    assert ckpt.data_summary["anchored_frames"] > 0  # frames 1, 2, 3, 5, 6 near 0 and 4
     record = json.loads(output.with_suffix(".json").read_text())  # kept in the history
+    assert record["options"]["context_frames"] == 1 and record["options"]["anchor_frames"] == 2
     assert record["kind"] == "finetune" and record["verified"] == [0, 4]
     assert record["iterations"] == 6 and record["parent"].endswith("tiny.pt")
     assert dock.finetune.output.text().endswith("model-002.pt")  # the next run's name
