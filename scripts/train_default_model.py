@@ -71,6 +71,11 @@ class Budget:
     class_weight_power: float = 0.0  # 0.5 over-segmented vessel (docs/model.md)
     augment_labelled: bool = True
     difficulty: tuple[float, float] = (0.2, 0.8)
+    # samples that are samples (issue 13, docs/model.md): the denoiser must read the image, with
+    # x_t only informing, or its K samples spread by the initial noise and not by ambiguity
+    label_swap: float = 0.3
+    label_noise: float = 0.3
+    high_t_fraction: float = 0.3
 
 
 CPU = Budget(120, 16, (256, 320, 384, 448, 512, 640, 768), 6000, 8, 128, 24, 32, 3)
@@ -140,6 +145,9 @@ def main() -> None:
     parser.add_argument("--no-recipe", action="store_true",
                         help="ablation: uniform crops, unweighted CE, no photometric "
                         "augmentation of labelled crops (the 0.2 recipe)")
+    parser.add_argument("--no-xt-options", action="store_true",
+                        help="ablation: train without label_swap / label_noise / high_t "
+                        "(the previous bundled model's denoiser copied x_t)")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "napari_diffseg" / "models" / "default.pt")
     parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "model_figures.json")
@@ -163,6 +171,9 @@ def main() -> None:
     if args.no_recipe:
         budget = Budget(**{**asdict(budget), "foreground_crops": 0.0,
                            "class_weight_power": 0.0, "augment_labelled": False})
+    if args.no_xt_options:
+        budget = Budget(**{**asdict(budget), "label_swap": 0.0, "label_noise": 0.0,
+                           "high_t_fraction": 0.0})
     device = resolve_device("cuda" if args.gpu else "cpu")
     data = training_data(budget, seed=args.seed)
     options = TrainOptions(
@@ -171,6 +182,8 @@ def main() -> None:
         foreground_crops=budget.foreground_crops,
         class_weight_power=budget.class_weight_power,
         augment_labelled=budget.augment_labelled,
+        label_swap=budget.label_swap, label_noise=budget.label_noise,
+        high_t_fraction=budget.high_t_fraction,
     )
     resume = None
     if args.resume:
