@@ -29,6 +29,17 @@ from ._plot import CurvePlot
 from ._signals import on_click
 
 
+def _spin_box(low: int, high: int, value: int, suffix: str = "", tip: str = "") -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    if suffix:
+        box.setSuffix(suffix)
+    if tip:
+        box.setToolTip(tip)
+    return box
+
+
 class FinetunePanel(QWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -38,24 +49,16 @@ class FinetunePanel(QWidget):
         self.mode.addItem("semi-supervised (verified + unlabelled frames)", "semi")
         self.mode.addItem("supervised (verified frames only)", "supervised")
         form.addRow("Mode", self.mode)
-        self.iterations = QSpinBox()
-        self.iterations.setRange(1, 100_000)
-        self.iterations.setValue(GUI_TRAIN_DEFAULTS["iterations"])
+        self.iterations = _spin_box(1, 100_000, GUI_TRAIN_DEFAULTS["iterations"])
         form.addRow("Iterations", self.iterations)
-        self.context_frames = QSpinBox()
-        self.context_frames.setRange(0, 2)
-        self.context_frames.setValue(FINETUNE_CONTEXT_FRAMES)
-        self.context_frames.setSuffix(" each side")
-        self.context_frames.setToolTip(
+        self.context_frames = _spin_box(
+            0, 2, FINETUNE_CONTEXT_FRAMES, " each side",
             "temporal context: the model also sees this many neighbouring frames on each side "
             "of the frame it segments (0: each frame alone). A frame-wise model starts "
             "exactly as it was and learns to use them; a model never loses them again")
         form.addRow("Neighbour frames", self.context_frames)
-        self.anchor_frames = QSpinBox()
-        self.anchor_frames.setRange(0, 10)
-        self.anchor_frames.setValue(FINETUNE_ANCHOR_FRAMES)
-        self.anchor_frames.setSuffix(" frames")
-        self.anchor_frames.setToolTip(
+        self.anchor_frames = _spin_box(
+            0, 10, FINETUNE_ANCHOR_FRAMES, " frames",
             "anchors: the verified frames' labels are carried along the video's motion to "
             "the frames this far away, and where that is reliable they replace the model's "
             "own pseudo-labels in training (0: none)")

@@ -6,8 +6,9 @@ import math
 
 import numpy as np
 import pytest
+from engine_testdata import mask_dice as dice
+from engine_testdata import shifted_video
 
-from napari_diffseg.data import SyntheticConfig, generate_sequence
 from napari_diffseg.engine.propagate import (
     PropagateOptions,
     PropagationCancelled,
@@ -17,23 +18,12 @@ from napari_diffseg.engine.propagate import (
     threshold,
 )
 
-SHIFT = (2, -3)  # (dy, dx) per frame
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
-
 
 @pytest.fixture(scope="module")
 def shifted():
     """A 5-frame 96 px video whose frame k is generated frame 0 moved by k * SHIFT, and its
     labels moved the same way."""
-    seq = generate_sequence(SyntheticConfig(size=96, frames=1, seed=7))
-    frames = np.stack([np.roll(seq.frames[0], (k * SHIFT[0], k * SHIFT[1]), axis=(0, 1))
-                       for k in range(5)])
-    labels = np.stack([np.roll(seq.labels[0], (k * SHIFT[0], k * SHIFT[1]), axis=(0, 1))
-                       for k in range(5)])
+    frames, labels = shifted_video(5)
     assert (labels[0] > 0).sum() > 100
     return frames, labels
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from engine_testdata import mask_dice as dice
+from engine_testdata import shifted_video
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence
 from napari_diffseg.data.sequences import (
@@ -27,23 +29,12 @@ from napari_diffseg.model import DiffSegNet, ModelConfig, expand_context
 CLASSES = {0: "background", 1: "vessel", 2: "catheter", 3: "guidewire"}
 TINY = ModelConfig(num_classes=4, width=8, depth=2, label_width=8, label_blocks=1,
                    time_dim=16, denoiser_stride=2, encoder_stride=1)
-SHIFT = (2, -3)  # (dy, dx) per frame
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0, b > 0
-    return 2 * float((a & b).sum()) / max(float(a.sum() + b.sum()), 1.0)
 
 
 @pytest.fixture(scope="module")
 def shifted():
-    """A 7-frame 96 px video whose frame k is generated frame 0 moved by k * SHIFT."""
-    seq = generate_sequence(SyntheticConfig(size=96, frames=1, seed=7))
-    frames = np.stack([np.roll(seq.frames[0], (k * SHIFT[0], k * SHIFT[1]), axis=(0, 1))
-                       for k in range(7)])
-    labels = np.stack([np.roll(seq.labels[0], (k * SHIFT[0], k * SHIFT[1]), axis=(0, 1))
-                       for k in range(7)])
-    return frames, labels
+    """A 7-frame 96 px video moved by SHIFT per frame (engine_testdata.shifted_video)."""
+    return shifted_video(7)
 
 
 def test_context_indices_replicate_the_frame_beyond_the_ends():
