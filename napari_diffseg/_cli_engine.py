@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_diffseg._cli_progress import progress_bar, status
+from napari_diffseg.engine.defaults import FINETUNE_ANCHOR_FRAMES
 
 logger = logging.getLogger("napari_diffseg")
 
@@ -93,10 +94,10 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--context-frames", type=int, default=0, choices=range(0, 5),
                    metavar="N", help="temporal context: the adapted model also sees N "
                    "neighbouring frames on each side (default 0, or what --model sees)")
-    p.add_argument("--anchor-frames", type=int, default=0, metavar="D",
+    p.add_argument("--anchor-frames", type=int, default=FINETUNE_ANCHOR_FRAMES, metavar="D",
                    help="carry the corrected frames' labels along the video's motion to the "
                    "frames up to D away; where reliable they replace the pseudo-labels "
-                   "(default 0: none)")
+                   f"(default {FINETUNE_ANCHOR_FRAMES}, as the dock; 0: none)")
     p.add_argument("--samples", type=positive_int, default=2,
                    help="samples per frame of the first segmentation")
     p.add_argument("--steps", type=positive_int, default=2,
