@@ -176,6 +176,29 @@ def test_train_layout_options_reach_the_checkpoint(dataset, tmp_path, capsys):
     assert not (tmp_path / "bad.pt").exists()
 
 
+def test_train_with_temporal_context_and_segment_with_it(model, dataset, tmp_path):
+    """--context-frames 1 from a frame-wise --init: the model is expanded, the dataset's
+    frames stacked with their neighbours, and segment reads them."""
+    path = tmp_path / "temporal.pt"
+    assert main(["train", str(dataset), "--out", str(path), "--init", str(model),
+                 "--mode", "supervised", "--context-frames", "1", *TRAIN]) == 0
+    ckpt = load_checkpoint(path)
+    assert ckpt.model_config["context_frames"] == 1
+    assert ckpt.data_summary["context_frames"] == 1
+    # fine-tuning it again without the option keeps its context
+    again = tmp_path / "again.pt"
+    assert main(["train", str(dataset), "--out", str(again), "--init", str(path),
+                 "--mode", "supervised", *TRAIN]) == 0
+    assert load_checkpoint(again).model_config["context_frames"] == 1
+    video = next((dataset / "JPEGImages").iterdir())
+    out = tmp_path / "seg"
+    assert main(["segment", str(video), "--model", str(again), "--out", str(out),
+                 "--steps", "1", "--samples", "1", "--uncertainty", "samples",
+                 "--device", "cpu"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 11
+
+
 @pytest.fixture
 def tiny_init(tmp_path):
     """An untrained tiny checkpoint with the generator's classes."""
