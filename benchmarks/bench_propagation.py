@@ -156,6 +156,7 @@ def finetune_variant(k, args, model_path, frames, working, truth, corrected, oth
                                     context_frames=context, anchor_frames=anchors)
     options = TrainOptions(**{**FINETUNE_DEFAULTS, "iterations": args.iterations,
                               "mode": "semi", "device": "cpu", "context_frames": context,
+                              "pseudo_weighting": args.pseudo_weighting,
                               "timesteps": int(init_ckpt.schedule.get("timesteps", 10))})
 
     def emit(event: dict) -> None:
@@ -251,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
                         "without and with anchors, and print that table")
     parser.add_argument("--anchor-frames", type=int, default=4,
                         help="the anchors' reach in the ablation")
+    parser.add_argument("--pseudo-weighting", choices=("gate", "entropy"),
+                        default=TrainOptions.pseudo_weighting,
+                        help="how the fine-tune weights the teacher's pseudo-labels")
     parser.add_argument("--smoke", action="store_true",
                         help="1 video, 64 px, 10 frames, 4 iterations, 1 step × 2 samples")
     args = parser.parse_args(argv)
