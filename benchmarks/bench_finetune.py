@@ -42,6 +42,7 @@ from docs_section import update_section
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence
 from napari_diffseg.engine.checkpoint import load_checkpoint
+from napari_diffseg.engine.defaults import FINETUNE_ANCHOR_FRAMES, FINETUNE_CONTEXT_FRAMES
 from napari_diffseg.engine.finetune import (
     FINETUNE_DEFAULTS,
     FINETUNE_VAL_FRACTION,
@@ -114,10 +115,13 @@ def finetune_run(frames, labels, verified, iterations: int, output: Path, args) 
     init = str(default_model_path())
     init_ckpt = load_checkpoint(init, map_location="cpu")
     options = {**FINETUNE_DEFAULTS, "mode": GUI_MODE, "iterations": iterations,
+               "context_frames": FINETUNE_CONTEXT_FRAMES,
                "timesteps": int(init_ckpt.schedule.get("timesteps", 10)), "device": args.device}
     data, val = build_finetune_data(frames, labels, verified, classes=dict(init_ckpt.classes),
                                     normalisation=init_ckpt.normalisation,
-                                    val_fraction=GUI_VAL_FRACTION)
+                                    val_fraction=GUI_VAL_FRACTION,
+                                    context_frames=FINETUNE_CONTEXT_FRAMES,
+                                    anchor_frames=FINETUNE_ANCHOR_FRAMES)
     del init_ckpt
     job = FinetuneProcess(FinetuneRequest(data=data, val=val, options=TrainOptions(**options),
                                           output=str(output), init=init, threads=args.threads))
@@ -245,7 +249,9 @@ def main(argv: list[str] | None = None) -> None:
         "run's unlabelled frames, as in the GUI), 4 DDIM steps × 4 samples. Fine-tuning from the "
         f"bundled model with the dock's defaults ({GUI_MODE}, "
         + ", ".join(f"{k} {v}" for k, v in settings.items())
-        + f") in a spawned child process; device: {meta['device']}; torch {meta['torch']}; "
+        + f", anchors ± {FINETUNE_ANCHOR_FRAMES} frames, context frames "
+        f"{FINETUNE_CONTEXT_FRAMES}) in a spawned child process; device: {meta['device']}; "
+        f"torch {meta['torch']}; "
         f"wall time of the benchmark {meta['wall_seconds'] / 60:.1f} min.",
         "", table(before, runs, classes), "", *verdicts(runs)])
     out = args.out or ROOT / "benchmarks" / "results" / (
