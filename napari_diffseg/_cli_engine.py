@@ -211,6 +211,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from napari_diffseg.data.sequences import load_dataset
     from napari_diffseg.engine import TrainOptions, load_checkpoint, save_checkpoint, train
     from napari_diffseg.engine.distributed import env_rank, env_world_size, rank_device
+    from napari_diffseg.engine.training import context_frames_for
     from napari_diffseg.io import check_writable_folder
     from napari_diffseg.model import ModelConfig
     from napari_diffseg.models import DEFAULT_MODEL
@@ -262,8 +263,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             say(f"the data's classes {data.classes} differ from the bundled model's "
                 f"{candidate.classes}: training a new model")
     # a model never loses the neighbours it already sees: the frames are stacked to match
-    context = max([args.context_frames] + [int(c.model_config.get("context_frames", 0))
-                                           for c in (init, resume) if c is not None])
+    origin = resume or init
+    context = context_frames_for(origin.model_config if origin else None, args.context_frames)
     if context != data.context_frames:
         say(f"the model sees {context} neighbouring frame(s) on each side: reading the "
             "frames again with them ...")

@@ -161,7 +161,7 @@ def dataset_from_videos(
             raise ValueError(f"{video.meta.path}: has no annotations to train on")
         frames = normalise_gray(video.frames, normalisation)  # colour kept: train on gray
         labelled = set(video.labelled)
-        stacks = context_stack(frames, context_frames) if context_frames else frames
+        stacks = context_stack(frames, context_frames)
         for i in range(frames.shape[0]):
             if i in labelled:
                 data.images.append(stacks[i])

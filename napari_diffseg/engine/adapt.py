@@ -44,7 +44,7 @@ from napari_diffseg.engine.finetune import FinetuneRequest, run_finetune
 from napari_diffseg.engine.inference import Cancelled, SegmentOptions, predict_normalised
 from napari_diffseg.engine.prior import PriorOptions, vessel_prior
 from napari_diffseg.engine.propagate import PropagationCancelled, anchor_targets
-from napari_diffseg.engine.training import TrainOptions
+from napari_diffseg.engine.training import TrainOptions, context_frames_for
 
 logger = logging.getLogger(__name__)
 
@@ -200,8 +200,8 @@ def build_adapt_data(
     if images.ndim == 4:
         images = images.mean(axis=-1)
     todo = [i for i in range(n) if i not in verified]
-    start_context = int(init.model_config.get("context_frames", 0))
-    context = max(start_context, request.options.context_frames or 0)
+    start_context = context_frames_for(init.model_config, None)
+    context = context_frames_for(init.model_config, request.options.context_frames)
     stacks = context_stack(images, context)
     data = SparseDataset(classes=classes, sequences=[request.name],
                          source=f"{request.name} (adapt)", context_frames=context)
@@ -231,7 +231,7 @@ def build_adapt_data(
                                              request.fusion)
         anchors = {}
         if request.anchor_frames > 0 and verified:
-            emit({"kind": "status", "stage": "anchors", "done": 0, "total": len(todo),
+            emit({"kind": "status", "stage": "anchors",
                   "message": "carrying the verified frames' labels to their neighbours…"})
             anchors = anchor_targets(raw, verified, sorted(verified),
                                      distance=request.anchor_frames, should_stop=should_stop)
@@ -253,8 +253,6 @@ def build_adapt_data(
             data.labels.append(labels[k])
             data.unlabelled.append(stacks[i])
             data.unlabelled_anchors.append(anchors.get(i))
-        if not anchors:
-            data.unlabelled_anchors = []
     repeat = max(1, round(len(todo) / len(verified))) if verified else 0
     for i, lab in sorted(verified.items()):
         data.images.extend([stacks[i]] * repeat)

@@ -205,8 +205,6 @@ def build_finetune_data(
         train_set.unlabelled.extend(more)
         train_set.unlabelled_anchors.extend([None] * len(more))
         train_set.sequences.append(f"{name}-extra{k}")
-    if not anchors:
-        train_set.unlabelled_anchors = []
     val_set = None
     if held_out:
         val_set = SparseDataset(images=[video[i] for i in held_out],

@@ -148,6 +148,14 @@ class TrainOptions:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
 
+def context_frames_for(model_config: dict | None, requested: int | None) -> int:
+    """The neighbouring frames on each side a training from a model with `model_config`
+    (a checkpoint's dict; None: a new model) ends up seeing when `requested` is asked for
+    (None: the model's own): a model never loses the context it has."""
+    had = int((model_config or {}).get("context_frames", 0))
+    return max(had, requested or 0)
+
+
 @dataclass
 class TrainProgress:
     iteration: int
@@ -301,8 +309,8 @@ class Trainer:
             self.model = build_model(init).to(self.device)
             self.classes = {int(k): v for k, v in init.classes.items()}
             self.normalisation = dict(init.normalisation)
-            wanted = options.context_frames
-            if wanted is not None and wanted > self.model.config.context_frames:
+            wanted = context_frames_for(init.model_config, options.context_frames)
+            if wanted > self.model.config.context_frames:
                 self.model = expand_context(self.model, wanted)
             if data.num_classes > self.model.config.num_classes:
                 raise ValueError(
@@ -311,9 +319,10 @@ class Trainer:
                 )
         else:
             cfg = model_config or ModelConfig()
-            cfg = ModelConfig(**{**asdict(cfg), "num_classes": max(data.num_classes, 2)})
+            changes = {"num_classes": max(data.num_classes, 2)}
             if options.context_frames is not None:
-                cfg = ModelConfig(**{**asdict(cfg), "context_frames": options.context_frames})
+                changes["context_frames"] = options.context_frames
+            cfg = ModelConfig(**{**asdict(cfg), **changes})
             self.model = DiffSegNet(cfg).to(self.device)
             # every output class gets a name (a checkpoint names exactly its outputs)
             self.classes = {i: data.classes.get(i, "background" if i == 0 else f"class {i}")
@@ -326,10 +335,14 @@ class Trainer:
                 f"but the training frames carry {data.context_frames}: build the data with "
                 f"context_frames={self.config.context_frames}"
             )
-        self.anchored = any(a is not None for a in data.unlabelled_anchors)
-        if data.unlabelled_anchors and len(data.unlabelled_anchors) != len(data.unlabelled):
-            raise ValueError(f"{len(data.unlabelled_anchors)} anchors for "
-                             f"{len(data.unlabelled)} unlabelled frames")
+        anchors = data.unlabelled_anchors
+        self.anchored = any(a is not None for a in anchors)
+        if anchors and len(anchors) != len(data.unlabelled):
+            raise ValueError(f"{len(anchors)} anchors for {len(data.unlabelled)} unlabelled "
+                             "frames")
+        # the anchors' labels and confidences as apply_crops takes them (None: no anchor)
+        self._anchor_labels = [None if a is None else a[0] for a in anchors]
+        self._anchor_confidence = [None if a is None else a[1] for a in anchors]
         self.teacher = copy.deepcopy(self.model).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
@@ -448,11 +461,8 @@ class Trainer:
     def _anchor(self, plan, pseudo: torch.Tensor, weight: torch.Tensor):
         """Where a crop's anchor (labels warped from a verified frame) is confident, it
         replaces the teacher's pseudo-label, with its confidence as the weight."""
-        anchors = self.data.unlabelled_anchors
-        labels = apply_crops(plan, [None if a is None else a[0] for a in anchors], self.crop,
-                             np.int64, fill=IGNORE_LABEL)
-        conf = apply_crops(plan, [None if a is None else a[1] for a in anchors], self.crop,
-                           np.float32)
+        labels = apply_crops(plan, self._anchor_labels, self.crop, np.int64, fill=IGNORE_LABEL)
+        conf = apply_crops(plan, self._anchor_confidence, self.crop, np.float32)
         labels, conf = self._to_device(labels), self._to_device(conf)
         use = (conf >= self.options.anchor_confidence) & (labels != IGNORE_LABEL)
         use &= labels < self.config.num_classes

@@ -207,20 +207,19 @@ def finetune_job(
         build_finetune_data,
         held_out_frames,
     )
-    from napari_diffseg.engine.training import TrainOptions
+    from napari_diffseg.engine.training import TrainOptions, context_frames_for
     from napari_diffseg.io import read
 
     normalisation = None
     options = dict(options)
     anchor_frames = int(options.pop("anchor_frames", 0) or 0)
-    context = int(options.get("context_frames") or 0)
+    context = context_frames_for(None, options.get("context_frames"))
     if init is not None:
         init_ckpt = load_checkpoint(init, map_location="cpu")
         normalisation = init_ckpt.normalisation
         # fine-tuning continues the model's own noise schedule
         options["timesteps"] = int(init_ckpt.schedule.get("timesteps", 10))
-        # a model never loses the neighbours it sees
-        context = max(context, int(init_ckpt.model_config.get("context_frames", 0)))
+        context = context_frames_for(init_ckpt.model_config, options.get("context_frames"))
         del init_ckpt
     extra = []
     for path in extra_videos:
