@@ -76,10 +76,30 @@ class Budget:
     label_swap: float = 0.3
     label_noise: float = 0.3
     high_t_fraction: float = 0.3
+    lr: float = 3e-4
+    # training sequences are seeded data_seed + seed + i; the refine phase draws new ones
+    data_seed: int = 0
 
 
 CPU = Budget(120, 16, (256, 320, 384, 448, 512, 640, 768), 6000, 8, 128, 24, 32, 3)
 GPU = Budget(300, 24, (256, 320, 384, 448, 512, 640, 768, 1024), 20000, 16, 192, 32, 64, 4)
+# --refine N: phase N + 1, from the previous phase's model: larger crops (the context that
+# tells a straight vessel trunk from the catheter and a rib edge from a branch, and GroupNorm
+# statistics closer to those of a whole frame), fresh sequences (seeds 10,000 N on, never those
+# of another phase or of the held-out videos), a lower rate
+CPU_REFINE = (
+    Budget(120, 16, (256, 320, 384, 448, 512, 640, 768), 5000, 4, 192, 24, 32, 3,
+           lr=1.5e-4, data_seed=10_000),
+    Budget(120, 16, (256, 320, 384, 448, 512, 640, 768), 6000, 3, 256, 24, 32, 3,
+           lr=1e-4, data_seed=20_000),
+)
+GPU_REFINE = (
+    Budget(300, 24, (256, 320, 384, 448, 512, 640, 768, 1024), 10000, 8, 256, 32, 64, 4,
+           lr=1e-4, data_seed=10_000),
+    Budget(300, 24, (256, 320, 384, 448, 512, 640, 768, 1024), 10000, 4, 384, 32, 64, 4,
+           lr=5e-5, data_seed=20_000),
+)
+DEFAULT_STATE = ROOT / "benchmarks" / "results" / "models" / "default_state.pt"
 HELD_OUT = {"sequences": 4, "frames": 20, "size": 512, "difficulty": 0.5, "seed0": 100_000}
 
 
@@ -90,7 +110,8 @@ def training_data(budget: Budget, seed: int) -> SparseDataset:
     data = SparseDataset(classes=dict(DEFAULT_CLASSES), source="synthetic generator")
     for i in range(budget.train_sequences):
         cfg = SyntheticConfig(
-            size=budget.sizes[i % len(budget.sizes)], frames=budget.frames, seed=seed + i,
+            size=budget.sizes[i % len(budget.sizes)], frames=budget.frames,
+            seed=budget.data_seed + seed + i,
             difficulty=float(rng.uniform(*budget.difficulty)),
         )
         seq = generate_sequence(cfg, name=f"train{i:03d}")
@@ -139,6 +160,11 @@ def held_out_evaluation(model, ckpt, device) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="use the larger GPU budget")
+    parser.add_argument("--refine", type=int, default=0, metavar="N",
+                        choices=range(1, len(CPU_REFINE) + 1),
+                        help="phase N + 1: continue the model --init (default: --out, the "
+                        "previous phase's result) with larger crops on fresh sequences")
+    parser.add_argument("--init", type=Path, help="start from this model's weights")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--iterations", type=int, help="override the budget's iterations")
     parser.add_argument("--sequences", type=int, help="override the budget's training sequences")
@@ -152,7 +178,7 @@ def main() -> None:
                         default=ROOT / "napari_diffseg" / "models" / "default.pt")
     parser.add_argument("--figures", type=Path, default=ROOT / "docs" / "model_figures.json")
     parser.add_argument("--state", type=Path,
-                        default=ROOT / "benchmarks" / "results" / "models" / "default_state.pt",
+                        default=DEFAULT_STATE,
                         help="resumable training state, written every --checkpoint-every")
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--resume", action="store_true", help="continue from --state")
@@ -163,7 +189,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
 
-    budget = GPU if args.gpu else CPU
+    if args.refine:
+        budget = (GPU_REFINE if args.gpu else CPU_REFINE)[args.refine - 1]
+        args.init = args.init or args.out
+        if args.state == DEFAULT_STATE:
+            args.state = DEFAULT_STATE.with_name(f"default_refine{args.refine}_state.pt")
+    else:
+        budget = GPU if args.gpu else CPU
     if args.iterations:
         budget = Budget(**{**asdict(budget), "iterations": args.iterations})
     if args.sequences:
@@ -178,7 +210,7 @@ def main() -> None:
     data = training_data(budget, seed=args.seed)
     options = TrainOptions(
         mode="supervised", iterations=budget.iterations, batch_size=budget.batch_size,
-        crop_size=budget.crop_size, seed=args.seed, device=str(device), val_every=0,
+        crop_size=budget.crop_size, lr=budget.lr, seed=args.seed, device=str(device), val_every=0,
         foreground_crops=budget.foreground_crops,
         class_weight_power=budget.class_weight_power,
         augment_labelled=budget.augment_labelled,
@@ -192,6 +224,10 @@ def main() -> None:
         resume = load_checkpoint(args.state)
         logger.info("resuming from %s at iteration %d", args.state,
                     resume.training_state["iteration"])
+    init = None
+    if args.init is not None and resume is None:
+        init = load_checkpoint(args.init)
+        logger.info("starting from the weights of %s", args.init)
     start = resume.training_state["iteration"] if resume is not None else 0
     previous_seconds = float((resume.metrics or {}).get("train_seconds_total", 0.0)) \
         if resume is not None else 0.0
@@ -222,7 +258,8 @@ def main() -> None:
         report(p)
 
     args.state.parent.mkdir(parents=True, exist_ok=True)
-    result = train(data, options, model_config=config, resume=resume, callback=on_progress,
+    result = train(data, options, model_config=None if init else config, init=init,
+                   resume=resume, callback=on_progress,
                    should_stop=stop_now, checkpoint_every=args.checkpoint_every,
                    on_checkpoint=save_state)
     train_seconds = previous_seconds + time.perf_counter() - t0
@@ -233,6 +270,12 @@ def main() -> None:
                     ckpt.metrics["iterations"], budget.iterations, args.state)
         return
     ckpt.training_state = None  # ship weights only
+    earlier_phases = []
+    if args.refine and args.figures.is_file():  # the previous phases' figures, for the docs
+        earlier = json.loads(args.figures.read_text())
+        earlier_phases = earlier.get("earlier_phases", []) + [
+            {k: earlier.get(k) for k in ("phase", "budget", "train_seconds", "train_device",
+                                         "resumed", "final_loss", "report")}]
     figures = held_out_evaluation(result.model.to(device), ckpt, device)
     figures.update({
         "budget": asdict(budget),
@@ -242,6 +285,9 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "parameters": sum(p.numel() for p in result.model.parameters()),
         "final_loss": ckpt.metrics.get("final_loss"),
+        "phase": f"refine {args.refine}" if args.refine else "first",
+        "init": str(args.init) if args.init else None,
+        "earlier_phases": earlier_phases,
     })
     ckpt.metrics.update({"held_out": figures["report"]["mean"],
                          "held_out_per_class": figures["report"]["per_class"]})
