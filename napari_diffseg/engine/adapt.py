@@ -39,6 +39,7 @@ from napari_diffseg.data.sequences import (
     normalisation_range,
 )
 from napari_diffseg.engine.checkpoint import build_model, load_checkpoint
+from napari_diffseg.engine.defaults import FINETUNE_ANCHOR_FRAMES
 from napari_diffseg.engine.device import resolve_device
 from napari_diffseg.engine.finetune import FinetuneRequest, run_finetune
 from napari_diffseg.engine.inference import Cancelled, SegmentOptions, predict_normalised
@@ -149,7 +150,9 @@ class AdaptRequest:
     threads: int | None = None
     checkpoint_every: int = 0
     name: str = "video"
-    anchor_frames: int = 0
+    #: verified labels carried along the motion to the frames up to this far (0: none); the
+    #: dock's and the CLI's default too
+    anchor_frames: int = FINETUNE_ANCHOR_FRAMES
 
 
 def _check_verified(verified: Mapping[int, np.ndarray], n: int, shape: tuple,

@@ -63,7 +63,7 @@ def test_fusion_keeps_confident_devices_adds_prior_vessels_ignores_doubt():
 def test_adapt_data_has_pseudo_labels_and_repeats_verified_frames(video, untrained):
     request = AdaptRequest(frames=video.frames, init=untrained, output="unused.pt",
                            verified={3: video.labels[3]}, segment_samples=1,
-                           segment_steps=1)
+                           segment_steps=1, anchor_frames=0)
     data, stats = build_adapt_data(request)
     assert stats["pseudo_labelled"] == 7 and stats["verified"] == 1
     assert len(data.unlabelled) == 7 and len(data.images) == 7 + 7
