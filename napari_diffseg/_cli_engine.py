@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_diffseg._cli_progress import progress_bar, status
-from napari_diffseg.engine.defaults import FINETUNE_ANCHOR_FRAMES
+from napari_diffseg.engine.defaults import DEFAULT_MIN_COMPONENT, FINETUNE_ANCHOR_FRAMES
 
 logger = logging.getLogger("napari_diffseg")
 
@@ -126,7 +126,7 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--min-component", type=int, default=None,
                    help="label components smaller than this many pixels (at 512 x 512, "
                    "scaled with the frame area) become background; 0: the plain argmax "
-                   "(default: the engine's DEFAULT_MIN_COMPONENT, 16)")
+                   f"(default {DEFAULT_MIN_COMPONENT})")
     p.add_argument("--mosxav", action="store_true",
                    help="write the labels in MOSXAV's layout: OUT/Annotations_Semantic/<seq>/ "
                    "and OUT/labels.json, in the source's mask encoding (see --encoding)")
@@ -196,8 +196,6 @@ def choose_train_sizes(device, batch_size: int | None, crop_size: int | None,
 
 
 def _min_component(args: argparse.Namespace) -> int:
-    from napari_diffseg.engine.inference import DEFAULT_MIN_COMPONENT
-
     return DEFAULT_MIN_COMPONENT if args.min_component is None else max(args.min_component, 0)
 
 

@@ -31,3 +31,11 @@ FINETUNE_CONTEXT_FRAMES = 0
 #: from 0.347 to 0.244; temporal context alone to 0.324, both to 0.323 (3 videos, one seed),
 #: so the dock anchors by default and leaves temporal context to the user
 FINETUNE_ANCHOR_FRAMES = 4
+
+#: The labels' speck threshold the plugin uses (the dock, the CLI): components of a class under
+#: 64 px at 512 x 512 (scaled with the frame area) become background; SegmentOptions itself
+#: defaults to the plain argmax. Chosen for the bundled model of 2026-12-03 (docs/model.md):
+#: mean Dice on 4 validation videos 0.751 at 16 px, 0.757 at 64, 0.779 at 128; on the 4
+#: held-out videos 0.767, 0.773, 0.762 -- 64 and 128 are equals over the 8 videos, and 64
+#: keeps more of the guidewire's short fragments, which a user would rather correct than redraw
+DEFAULT_MIN_COMPONENT = 64

@@ -21,6 +21,7 @@ from napari_diffseg.data.sequences import (
     context_indices,
     normalisation_range,
 )
+from napari_diffseg.engine.defaults import DEFAULT_MIN_COMPONENT  # noqa: F401 (re-exported)
 from napari_diffseg.engine.device import resolve_device
 from napari_diffseg.engine.postprocess import remove_specks
 from napari_diffseg.engine.uncertainty import (
@@ -67,12 +68,6 @@ def review_options(mode: str = "samples", **kwargs) -> SegmentOptions:
     return SegmentOptions(**{**(REVIEW_SAMPLES if mode == "samples" else REVIEW_TTA), **kwargs})
 
 
-#: The labels' speck threshold the plugin uses (the dock, the CLI): components under 16 px at
-#: 512 x 512 become background. Chosen on the bundled model's held-out generated videos
-#: (docs/model.md): 16 kept mean Dice (0.487 vs 0.486 without) and HD95 (190 vs 186 px), while
-#: 64 and more cost the guidewire, whose fragments are small components. SegmentOptions itself
-#: defaults to the plain argmax.
-DEFAULT_MIN_COMPONENT = 16
 
 
 @dataclass
