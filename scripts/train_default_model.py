@@ -22,7 +22,7 @@ import json
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -88,16 +88,12 @@ GPU = Budget(300, 24, (256, 320, 384, 448, 512, 640, 768, 1024), 20000, 16, 192,
 # statistics closer to those of a whole frame), fresh sequences (seeds 10,000 N on, never those
 # of another phase or of the held-out videos), a lower rate
 CPU_REFINE = (
-    Budget(120, 16, (256, 320, 384, 448, 512, 640, 768), 5000, 4, 192, 24, 32, 3,
-           lr=1.5e-4, data_seed=10_000),
-    Budget(120, 16, (256, 320, 384, 448, 512, 640, 768), 6000, 3, 256, 24, 32, 3,
-           lr=1e-4, data_seed=20_000),
+    replace(CPU, iterations=5000, batch_size=4, crop_size=192, lr=1.5e-4, data_seed=10_000),
+    replace(CPU, iterations=6000, batch_size=3, crop_size=256, lr=1e-4, data_seed=20_000),
 )
 GPU_REFINE = (
-    Budget(300, 24, (256, 320, 384, 448, 512, 640, 768, 1024), 10000, 8, 256, 32, 64, 4,
-           lr=1e-4, data_seed=10_000),
-    Budget(300, 24, (256, 320, 384, 448, 512, 640, 768, 1024), 10000, 4, 384, 32, 64, 4,
-           lr=5e-5, data_seed=20_000),
+    replace(GPU, iterations=10000, batch_size=8, crop_size=256, lr=1e-4, data_seed=10_000),
+    replace(GPU, iterations=10000, batch_size=4, crop_size=384, lr=5e-5, data_seed=20_000),
 )
 DEFAULT_STATE = ROOT / "benchmarks" / "results" / "models" / "default_state.pt"
 HELD_OUT = {"sequences": 4, "frames": 20, "size": 512, "difficulty": 0.5, "seed0": 100_000}

@@ -68,8 +68,6 @@ def review_options(mode: str = "samples", **kwargs) -> SegmentOptions:
     return SegmentOptions(**{**(REVIEW_SAMPLES if mode == "samples" else REVIEW_TTA), **kwargs})
 
 
-
-
 @dataclass
 class SegmentOptions:
     """How to sample. steps: DDIM steps; samples: K stochastic samples per frame (their

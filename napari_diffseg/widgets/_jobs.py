@@ -210,17 +210,16 @@ def finetune_job(
     from napari_diffseg.engine.training import TrainOptions, context_frames_for
     from napari_diffseg.io import read
 
-    normalisation = None
+    normalisation = model_config = None
     options = dict(options)
     anchor_frames = int(options.pop("anchor_frames", 0) or 0)
-    context = context_frames_for(None, options.get("context_frames"))
     if init is not None:
         init_ckpt = load_checkpoint(init, map_location="cpu")
-        normalisation = init_ckpt.normalisation
+        normalisation, model_config = init_ckpt.normalisation, init_ckpt.model_config
         # fine-tuning continues the model's own noise schedule
         options["timesteps"] = int(init_ckpt.schedule.get("timesteps", 10))
-        context = context_frames_for(init_ckpt.model_config, options.get("context_frames"))
         del init_ckpt
+    context = context_frames_for(model_config, options.get("context_frames"))
     extra = []
     for path in extra_videos:
         yield {"kind": "status", "message": f"reading {Path(path).name}"}
