@@ -32,6 +32,7 @@ from napari_diffseg.data import DEFAULT_CLASSES, SyntheticConfig, generate_seque
 from napari_diffseg.data.sequences import (
     DEFAULT_NORMALISATION,
     SparseDataset,
+    context_stack,
     normalise_frames,
 )
 from napari_diffseg.engine import (
@@ -79,6 +80,9 @@ class Budget:
     lr: float = 3e-4
     # training sequences are seeded data_seed + seed + i; the refine phase draws new ones
     data_seed: int = 0
+    # temporal context: neighbours on each side the encoder sees (0: frame-wise); a phase that
+    # raises it expands the start model (zero weights for the new inputs, engine.train)
+    context_frames: int = 0
 
 
 CPU = Budget(120, 16, (256, 320, 384, 448, 512, 640, 768), 6000, 8, 128, 24, 32, 3)
@@ -90,10 +94,17 @@ GPU = Budget(300, 24, (256, 320, 384, 448, 512, 640, 768, 1024), 20000, 16, 192,
 CPU_REFINE = (
     replace(CPU, iterations=5000, batch_size=4, crop_size=192, lr=1.5e-4, data_seed=10_000),
     replace(CPU, iterations=6000, batch_size=3, crop_size=256, lr=1e-4, data_seed=20_000),
+    # phase 4: the same crops with frames t - 1 and t + 1 as well; the presence errors left
+    # after phase 3 sit where the contrast cycle decides (pre-contrast, washout), which one
+    # frame cannot tell and its neighbours can (docs/model.md)
+    replace(CPU, iterations=5000, batch_size=3, crop_size=256, lr=8e-5, data_seed=30_000,
+            context_frames=1),
 )
 GPU_REFINE = (
     replace(GPU, iterations=10000, batch_size=8, crop_size=256, lr=1e-4, data_seed=10_000),
     replace(GPU, iterations=10000, batch_size=4, crop_size=384, lr=5e-5, data_seed=20_000),
+    replace(GPU, iterations=10000, batch_size=4, crop_size=384, lr=4e-5, data_seed=30_000,
+            context_frames=1),
 )
 DEFAULT_STATE = ROOT / "benchmarks" / "results" / "models" / "default_state.pt"
 HELD_OUT = {"sequences": 4, "frames": 20, "size": 512, "difficulty": 0.5, "seed0": 100_000}
@@ -103,7 +114,8 @@ def training_data(budget: Budget, seed: int) -> SparseDataset:
     """Generated sequences, every frame labelled (the generator's ground truth), sizes mixed so
     that vessel calibres cover what 256-1024 px videos show, difficulty in budget.difficulty."""
     rng = np.random.default_rng(seed)
-    data = SparseDataset(classes=dict(DEFAULT_CLASSES), source="synthetic generator")
+    data = SparseDataset(classes=dict(DEFAULT_CLASSES), source="synthetic generator",
+                         context_frames=budget.context_frames)
     for i in range(budget.train_sequences):
         cfg = SyntheticConfig(
             size=budget.sizes[i % len(budget.sizes)], frames=budget.frames,
@@ -111,7 +123,8 @@ def training_data(budget: Budget, seed: int) -> SparseDataset:
             difficulty=float(rng.uniform(*budget.difficulty)),
         )
         seq = generate_sequence(cfg, name=f"train{i:03d}")
-        frames = normalise_frames(seq.frames, DEFAULT_NORMALISATION)
+        frames = context_stack(normalise_frames(seq.frames, DEFAULT_NORMALISATION),
+                               budget.context_frames)
         data.images.extend(frames)
         data.labels.extend(seq.labels)
         data.sequences.append(seq.name)
@@ -212,6 +225,7 @@ def main() -> None:
         augment_labelled=budget.augment_labelled,
         label_swap=budget.label_swap, label_noise=budget.label_noise,
         high_t_fraction=budget.high_t_fraction,
+        context_frames=budget.context_frames or None,
     )
     resume = None
     if args.resume:
@@ -227,11 +241,12 @@ def main() -> None:
     start = resume.training_state["iteration"] if resume is not None else 0
     previous_seconds = float((resume.metrics or {}).get("train_seconds_total", 0.0)) \
         if resume is not None else 0.0
-    config = ModelConfig(num_classes=len(DEFAULT_CLASSES), width=budget.width, depth=3,
-                         label_width=budget.label_width, label_blocks=budget.label_blocks,
-                         encoder_stride=budget.encoder_stride,
-                         denoiser_stride=budget.denoiser_stride,
-                         detail_width=budget.detail_width)
+    # a start model (--init, --refine) dictates the architecture; otherwise the budget's
+    config = None if init is not None else ModelConfig(
+        num_classes=len(DEFAULT_CLASSES), width=budget.width, depth=3,
+        label_width=budget.label_width, label_blocks=budget.label_blocks,
+        encoder_stride=budget.encoder_stride, denoiser_stride=budget.denoiser_stride,
+        detail_width=budget.detail_width, context_frames=budget.context_frames)
 
     def report(p):
         if p.iteration % 100 == 0:
@@ -254,7 +269,7 @@ def main() -> None:
         report(p)
 
     args.state.parent.mkdir(parents=True, exist_ok=True)
-    result = train(data, options, model_config=None if init else config, init=init,
+    result = train(data, options, model_config=config, init=init,
                    resume=resume, callback=on_progress,
                    should_stop=stop_now, checkpoint_every=args.checkpoint_every,
                    on_checkpoint=save_state)
