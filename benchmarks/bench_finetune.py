@@ -42,7 +42,11 @@ from docs_section import update_section
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence
 from napari_diffseg.engine.checkpoint import load_checkpoint
-from napari_diffseg.engine.defaults import FINETUNE_ANCHOR_FRAMES, FINETUNE_CONTEXT_FRAMES
+from napari_diffseg.engine.defaults import (
+    DEFAULT_MIN_COMPONENT,
+    FINETUNE_ANCHOR_FRAMES,
+    FINETUNE_CONTEXT_FRAMES,
+)
 from napari_diffseg.engine.finetune import (
     FINETUNE_DEFAULTS,
     FINETUNE_VAL_FRACTION,
@@ -52,7 +56,7 @@ from napari_diffseg.engine.finetune import (
 )
 from napari_diffseg.engine.inference import SegmentOptions, iter_segment, load_for_inference
 from napari_diffseg.engine.metrics import evaluate_frames
-from napari_diffseg.engine.training import TrainOptions
+from napari_diffseg.engine.training import TrainOptions, context_frames_for
 from napari_diffseg.models import default_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,13 +69,16 @@ PLATEAU_TOL = 0.01  # a mean Dice change below this from 1x to 2x counts as the 
 
 def segment_dice(model_path: Path, frames: np.ndarray, truth: np.ndarray, indices: list[int],
                  device: str) -> dict:
-    """Dice of a checkpoint on the frames `indices`, segmented as the GUI does (4 × 4)."""
+    """Dice of a checkpoint on the frames `indices`, segmented as the GUI does (4 × 4, specks
+    under DEFAULT_MIN_COMPONENT removed: a 10-px speck of a class the video does not show
+    would otherwise score that class 0 and swing the mean by a third)."""
     model, ckpt = load_for_inference(model_path, device)
     preds = np.empty((len(indices), *frames.shape[1:3]), np.uint8)
     t0 = time.perf_counter()
     for chunk in iter_segment(model, frames, normalisation=ckpt.normalisation,
                               timesteps=int(ckpt.schedule.get("timesteps", 10)),
-                              options=SegmentOptions(steps=4, samples=4, seed=0, device=device),
+                              options=SegmentOptions(steps=4, samples=4, seed=0, device=device,
+                                                     min_component=DEFAULT_MIN_COMPONENT),
                               indices=indices):
         for i, label in zip(chunk.indices, chunk.labels, strict=True):
             preds[indices.index(int(i))] = label
@@ -117,10 +124,12 @@ def finetune_run(frames, labels, verified, iterations: int, output: Path, args) 
     options = {**FINETUNE_DEFAULTS, "mode": GUI_MODE, "iterations": iterations,
                "context_frames": FINETUNE_CONTEXT_FRAMES,
                "timesteps": int(init_ckpt.schedule.get("timesteps", 10)), "device": args.device}
+    # as the dock's job: the frames carry what the start model sees (it never loses them)
+    context = context_frames_for(init_ckpt.model_config, FINETUNE_CONTEXT_FRAMES)
     data, val = build_finetune_data(frames, labels, verified, classes=dict(init_ckpt.classes),
                                     normalisation=init_ckpt.normalisation,
                                     val_fraction=GUI_VAL_FRACTION,
-                                    context_frames=FINETUNE_CONTEXT_FRAMES,
+                                    context_frames=context,
                                     anchor_frames=FINETUNE_ANCHOR_FRAMES)
     del init_ckpt
     job = FinetuneProcess(FinetuneRequest(data=data, val=val, options=TrainOptions(**options),
@@ -154,6 +163,12 @@ def finetune_run(frames, labels, verified, iterations: int, output: Path, args) 
 
 def fmt(x, spec: str = ".3f") -> str:
     return "–" if x is None or x != x else format(x, spec)
+
+
+def _context_words(model_path) -> str:
+    ckpt = load_checkpoint(str(model_path), map_location="cpu")
+    seen = context_frames_for(ckpt.model_config, FINETUNE_CONTEXT_FRAMES)
+    return "frame-wise" if seen == 0 else f"the model's own, frames t ± {seen}"
 
 
 def table(before: dict, runs: list[dict], classes: list[str]) -> str:
@@ -246,11 +261,13 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.seed:,}, difficulty {args.difficulty}); verified (ground-truth labels): frames "
         f"{', '.join(map(str, verified))}, {round(GUI_VAL_FRACTION * 100)} % of them held out for "
         f"validation as the panel does; Dice on the {len(unverified)} unverified frames (also the "
-        "run's unlabelled frames, as in the GUI), 4 DDIM steps × 4 samples. Fine-tuning from the "
+        "run's unlabelled frames, as in the GUI), 4 DDIM steps × 4 samples, specks under "
+        f"{DEFAULT_MIN_COMPONENT} px removed as the GUI does. Fine-tuning from the "
         f"bundled model with the dock's defaults ({GUI_MODE}, "
         + ", ".join(f"{k} {v}" for k, v in settings.items())
         + f", anchors ± {FINETUNE_ANCHOR_FRAMES} frames, context frames "
-        f"{FINETUNE_CONTEXT_FRAMES}) in a spawned child process; device: {meta['device']}; "
+        f"{FINETUNE_CONTEXT_FRAMES}: {_context_words(default_model_path())}) in a spawned child "
+        f"process; device: {meta['device']}; "
         f"torch {meta['torch']}; "
         f"wall time of the benchmark {meta['wall_seconds'] / 60:.1f} min.",
         "", table(before, runs, classes), "", *verdicts(runs)])

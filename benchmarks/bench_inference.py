@@ -32,7 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import update_section  # noqa: E402
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence  # noqa: E402
-from napari_diffseg.data.sequences import apply_normalisation, normalisation_range  # noqa: E402
+from napari_diffseg.data.sequences import (  # noqa: E402
+    apply_normalisation,
+    context_stack,
+    normalisation_range,
+)
 from napari_diffseg.engine import SegmentOptions, segment  # noqa: E402
 from napari_diffseg.engine.device import device_description  # noqa: E402
 from napari_diffseg.engine.inference import (  # noqa: E402
@@ -98,9 +102,9 @@ def naive_segment(model, images: np.ndarray, *, timesteps: int, options: Segment
     k = options.samples
     probs_out, ent_out = [], []
     for image in images:
-        x_img, (h, w) = pad_to_multiple(
-            torch.from_numpy(image).to(device)[None, None], model.config.multiple
-        )
+        x = torch.from_numpy(image).to(device)  # (H, W), or (1 + 2c, H, W) with context
+        x_img, (h, w) = pad_to_multiple(x[None, None] if x.ndim == 2 else x[None],
+                                        model.config.multiple)
         s, c = model.config.denoiser_stride, model.config.num_classes
         hp, wp = x_img.shape[-2:]
         noise = torch.randn((k, c * s * s, hp // s, wp // s), generator=generator,
@@ -150,7 +154,11 @@ def speed_rows(model, ckpt, args, device) -> list[dict]:
                     row["gpu_peak_mb"] = torch.cuda.max_memory_allocated(device) / 1e6
                 if args.naive_frames:
                     n = min(args.naive_frames, args.frames)
-                    images = apply_normalisation(frames[1 : 1 + n], lo, hi).astype(np.float32)
+                    # the frames and, for a model with temporal context, their neighbours
+                    # as segment() stacks them for the video frames[1:]
+                    images = context_stack(
+                        apply_normalisation(frames[1:], lo, hi).astype(np.float32),
+                        model.config.context_frames, np.arange(n))
                     sync(device)
                     t0 = time.perf_counter()
                     probs, _ = naive_segment(model, images, timesteps=timesteps, options=opts)
@@ -175,12 +183,13 @@ def train_rows(ckpt_path, args, device) -> list[dict]:
     from napari_diffseg.data.sequences import SparseDataset, normalise_frames
     from napari_diffseg.engine import TrainOptions
     from napari_diffseg.engine.checkpoint import load_checkpoint
-    from napari_diffseg.engine.training import Trainer
+    from napari_diffseg.engine.training import Trainer, context_frames_for
 
     init = load_checkpoint(ckpt_path)
     seq = generate_sequence(SyntheticConfig(size=args.train_size, frames=20, seed=11))
-    frames = normalise_frames(seq.frames, init.normalisation)
-    data = SparseDataset(classes=dict(DEFAULT_CLASSES), source="bench")
+    context = context_frames_for(init.model_config, None)  # what the model sees
+    frames = context_stack(normalise_frames(seq.frames, init.normalisation), context)
+    data = SparseDataset(classes=dict(DEFAULT_CLASSES), source="bench", context_frames=context)
     data.images.extend(frames[::5])
     data.labels.extend(seq.labels[::5])
     data.unlabelled.extend(f for i, f in enumerate(frames) if i % 5)

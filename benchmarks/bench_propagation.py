@@ -146,10 +146,13 @@ def finetune_variant(k, args, model_path, frames, working, truth, corrected, oth
                      work, context, anchors) -> dict:
     """(b) and (c) for one variant of the fine-tune (temporal context, anchors)."""
     from napari_diffseg.engine.checkpoint import load_checkpoint
+    from napari_diffseg.engine.training import context_frames_for
 
     ckpt_path = work / f"tuned{k}-c{context}a{anchors}.pt"
     init = str(model_path)
     init_ckpt = load_checkpoint(init, map_location="cpu")
+    # a start model that already sees neighbours keeps them (the bundled one sees t +- 1)
+    context = context_frames_for(init_ckpt.model_config, context)
     t0 = time.perf_counter()
     data, val = build_finetune_data(frames, working, corrected, classes=classes,
                                     normalisation=init_ckpt.normalisation, val_fraction=0.0,

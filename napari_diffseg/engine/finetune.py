@@ -70,7 +70,13 @@ from napari_diffseg.engine.defaults import (  # noqa: F401 (re-exported: older i
 )
 from napari_diffseg.engine.device import device_description, resolve_device
 from napari_diffseg.engine.propagate import anchor_targets
-from napari_diffseg.engine.training import TrainOptions, TrainProgress, train, validation_dice
+from napari_diffseg.engine.training import (
+    TrainOptions,
+    TrainProgress,
+    context_frames_for,
+    train,
+    validation_dice,
+)
 from napari_diffseg.model import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -384,6 +390,20 @@ def run_finetune(
     config = request.model_config
     if isinstance(config, dict):
         config = ModelConfig(**config)
+    # the frames must carry the neighbours the trained model will see (a model never loses
+    # those of its start model): say so before any work, not as a shape error inside a layer
+    if init is not None:
+        wanted = context_frames_for(init.model_config, opts.context_frames)
+    elif opts.context_frames is not None:  # a new model: what the options ask, as in train
+        wanted = opts.context_frames
+    else:
+        wanted = config.context_frames if config is not None else 0
+    for name, part in (("training", request.data), ("validation", request.val)):
+        if part is not None and part.context_frames != wanted:
+            raise ValueError(
+                f"the model sees {wanted} neighbouring frame(s) on each side but the "
+                f"{name} frames carry {part.context_frames}: build them with "
+                f"context_frames={wanted} (engine.training.context_frames_for)")
     validating = request.val is not None and opts.val_every > 0
     if request.val is not None and not validating:
         logger.warning("a validation set was given but options.val_every is 0: not validating")

@@ -26,7 +26,7 @@ from napari_diffseg.engine.finetune import (
     last_path,
     run_finetune,
 )
-from napari_diffseg.engine.training import TrainOptions
+from napari_diffseg.engine.training import TrainOptions, context_frames_for
 from napari_diffseg.model import DiffSegNet, ModelConfig
 
 FRAMES, SIZE = 8, 32
@@ -188,6 +188,33 @@ def test_errors_become_events_that_say_what_to_do(data, tmp_path):
     assert oom["message"] == OOM_MESSAGE and oom["error_type"] == "OutOfMemoryError"
 
 
+def test_a_start_model_with_neighbours_needs_frames_that_carry_them(video, tmp_path):
+    """The bundled model sees frames t +- 1, and a fine-tune never takes them away: frames
+    built without neighbours are refused with a message before any work (not a shape error
+    inside the first layer), and frames built with the model's own context train."""
+    cfg = ModelConfig(**{**TINY.to_dict(), "num_classes": 4, "context_frames": 1})
+    torch.manual_seed(0)
+    init = str(save_checkpoint(tmp_path / "temporal.pt", Checkpoint(
+        cfg.to_dict(), DiffSegNet(cfg).state_dict(), video.classes,
+        dict(DEFAULT_NORMALISATION), {"timesteps": 4})))
+    verified = [0, 2, 4, 6]
+    flat, flat_val = build_finetune_data(video.frames, video.labels, verified,
+                                         classes=video.classes, val_fraction=0.25)
+    events: list[dict] = []
+    with pytest.raises(ValueError, match="sees 1 neighbouring frame") as caught:
+        run_finetune(FinetuneRequest(flat, flat_val, options(val_every=1), str(tmp_path / "a.pt"),
+                                     init=init), events.append)
+    assert "context_frames=1" in str(caught.value) and events == []
+    # what the dock's job does: the start model's context, whatever the panel asked (0)
+    wanted = context_frames_for(cfg.to_dict(), 0)
+    train, val = build_finetune_data(video.frames, video.labels, verified, classes=video.classes,
+                                     val_fraction=0.25, context_frames=wanted)
+    done = run_finetune(FinetuneRequest(train, val, options(iterations=2, val_every=1),
+                                        str(tmp_path / "b.pt"), init=init), events.append)
+    assert done["val_dice_before"] is not None
+    assert load_checkpoint(tmp_path / "b.pt").model_config["context_frames"] == 1
+
+
 # -- real child processes ------------------------------------------------------------------
 def test_child_process_trains_and_streams_events(data, init_path, tmp_path):
     out = tmp_path / "tuned.pt"
@@ -271,7 +298,7 @@ with open(sys.argv[1], "a") as log:
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence
 from napari_diffseg.engine.finetune import FinetuneProcess, FinetuneRequest, build_finetune_data
-from napari_diffseg.engine.training import TrainOptions
+from napari_diffseg.engine.training import TrainOptions, context_frames_for
 from napari_diffseg.model import ModelConfig
 
 video = generate_sequence(SyntheticConfig(size=32, frames=4, seed=3, guidewire=False))
