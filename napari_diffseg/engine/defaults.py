@@ -23,7 +23,8 @@ FINETUNE_DEFAULTS = {
 #: the dock's default share of the verified frames held out to pick the best checkpoint
 FINETUNE_VAL_FRACTION = 0.25
 #: neighbouring frames on each side a fine-tuned model sees (temporal context; a frame-wise
-#: model such as the bundled one is expanded, :func:`napari_diffseg.model.expand_context`)
+#: model is expanded, :func:`napari_diffseg.model.expand_context`); 0 keeps what the start
+#: model sees (the bundled model sees t +- 1, and its fine-tunes keep them)
 FINETUNE_CONTEXT_FRAMES = 0
 #: verified frames' labels carried this many frames along the video's motion as anchors of the
 #: pseudo-labels (0: none). Both measured by ``benchmarks/bench_propagation.py --ablation``
@@ -34,8 +35,9 @@ FINETUNE_ANCHOR_FRAMES = 4
 
 #: The labels' speck threshold the plugin uses (the dock, the CLI): components of a class under
 #: 64 px at 512 x 512 (scaled with the frame area) become background; SegmentOptions itself
-#: defaults to the plain argmax. Chosen for the bundled model of 2026-12-03 (docs/model.md):
-#: mean Dice on 4 validation videos 0.751 at 16 px, 0.757 at 64, 0.779 at 128; on the 4
-#: held-out videos 0.767, 0.773, 0.762 -- 64 and 128 are equals over the 8 videos, and 64
-#: keeps more of the guidewire's short fragments, which a user would rather correct than redraw
+#: defaults to the plain argmax. Chosen for the phase-3 bundled model (docs/model.md): mean
+#: Dice on 4 validation videos 0.751 at 16 px, 0.757 at 64, 0.779 at 128; on the 4 held-out
+#: videos 0.767, 0.773, 0.762 (phase 4: 0.780, 0.781, 0.791 and 0.783, 0.794, 0.780) -- 64
+#: and 128 are equals over the 8 videos, and 64 keeps more of the guidewire's short
+#: fragments, which a user would rather correct than redraw
 DEFAULT_MIN_COMPONENT = 64

@@ -269,7 +269,8 @@ def expand_context(model: DiffSegNet, context_frames: int) -> DiffSegNet:
     """A copy of `model` that sees `context_frames` neighbours on each side and, until it is
     trained, answers exactly as `model` does: the encoder's first convolution gets zero
     weights for the new input channels (frame t's channels come first, so they keep theirs).
-    How a frame-wise model (the bundled one) starts temporal fine-tuning."""
+    How a frame-wise model starts temporal fine-tuning (and how the bundled model's phase 4
+    began, scripts/train_default_model.py)."""
     old = model.config
     if context_frames < old.context_frames:
         raise ValueError(f"the model already sees {old.context_frames} neighbours on each "

@@ -54,8 +54,11 @@ class FinetunePanel(QWidget):
         self.context_frames = _spin_box(
             0, 2, FINETUNE_CONTEXT_FRAMES, " each side",
             "temporal context: the model also sees this many neighbouring frames on each side "
-            "of the frame it segments (0: each frame alone). A frame-wise model starts "
-            "exactly as it was and learns to use them; a model never loses them again")
+            "of the frame it segments (0: as many as the model it starts from, none for a "
+            "frame-wise model). A frame-wise model starts exactly as it was and learns to use "
+            "them; a model never loses them again")
+        # 0 asks for nothing new: the start model keeps what it sees (context_frames_for)
+        self.context_frames.setSpecialValueText("as the model")
         form.addRow("Neighbour frames", self.context_frames)
         self.anchor_frames = _spin_box(
             0, 10, FINETUNE_ANCHOR_FRAMES, " frames",
