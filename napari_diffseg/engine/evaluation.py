@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from napari_diffseg.engine.inference import SegmentOptions, segment
+from napari_diffseg.engine.inference import SegmentOptions, iter_segment
 from napari_diffseg.engine.metrics import EvaluationReport, evaluate_frames
 
 
@@ -21,7 +21,12 @@ def evaluate_videos(
     with the annotations (frames of every size; classes from the checkpoint and the data).
 
     `progress(done, total)` is called after every batch of frames, counting annotated frames
-    over all the videos."""
+    over all the videos.
+
+    Each annotated frame is segmented inside its whole video, as `segment` and the dock do
+    it: normalised with the video's intensity range and, for a model with temporal context,
+    beside its real neighbours (not the next annotated frame), so the scores are those of
+    the labels a user gets."""
     preds, targets = [], []
     classes: dict[int, str] = {int(k): v for k, v in checkpoint.classes.items()}
     done, total = 0, sum(len(v.labelled) for v in videos)
@@ -29,17 +34,15 @@ def evaluate_videos(
         if video.labels is None or not video.labelled:
             continue
         idx = list(video.labelled)
-
-        def batch_progress(batch_done: int, _n: int, before: int = done) -> None:
+        for chunk in iter_segment(model, video.frames, indices=idx,
+                                  normalisation=checkpoint.normalisation,
+                                  timesteps=int(checkpoint.schedule["timesteps"]),
+                                  options=options):
+            preds.extend(chunk.labels)
             if progress is not None:  # frames done over all the videos, after each batch
-                progress(before + batch_done, total)
-
-        seg = segment(model, video.frames[idx], normalisation=checkpoint.normalisation,
-                      timesteps=int(checkpoint.schedule["timesteps"]), options=options,
-                      progress=batch_progress)
+                progress(done + chunk.done, total)
         for k, v in (video.classes or {}).items():
             classes.setdefault(int(k), v)
-        preds.extend(seg.labels)
         targets.extend(np.asarray(video.labels[i]) for i in idx)
         done += len(idx)
     if not preds:

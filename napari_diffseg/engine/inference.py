@@ -323,11 +323,27 @@ class _Accumulator:
         return _Maps(mean, ent, (ent - self.sum_h / passes).clamp_min(0), std, raw)
 
 
+def frame_generator(seed: int, index: int, device: torch.device | str) -> torch.Generator:
+    """The random stream of frame `index` of a video for a run seeded `seed`: every draw that
+    decides a frame's labels (its initial noise, its TTA contrast jitter) comes from its own
+    stream, so a frame gets the same labels whether it is segmented alone, in a range or in
+    the whole video, in any batch size (for the default eta = 0 and draw_x0 = False)."""
+    mixed = (int(seed) * 1_000_003 + int(index)) % (2**63 - 1)
+    return torch.Generator(device=device).manual_seed(mixed)
+
+
+def _frame_noise(generators: list[torch.Generator], rows: int, shape, device) -> torch.Tensor:
+    """Initial noise (len(generators) x rows, *shape): `rows` draws from each frame's stream,
+    frame after frame (row r belongs to frame r // rows)."""
+    return torch.cat([torch.randn((rows, *shape), generator=g, device=device)
+                      for g in generators])
+
+
 def _sample_batch(
     model: _Prepared,
     batch: torch.Tensor,
     sampler: DDIMSampler,
-    generator: torch.Generator,
+    generator: list[torch.Generator],
     samples: int,
     should_stop: Callable[[], bool] | None = None,
     options: SegmentOptions | None = None,
@@ -336,8 +352,10 @@ def _sample_batch(
     (:class:`_Maps`). `should_stop` is polled after every DDIM step: cancelling never waits
     for a whole batch.
 
-    The B x K (frame, sample) rows run in chunks (:data:`CPU_CHUNK_PIXELS`); the initial noise
-    of all rows is drawn at once, so the result does not depend on the chunking (for eta = 0).
+    `generator`: one stream per frame (:func:`frame_generator`); the first also serves the
+    draws of eta > 0 and draw_x0. The B x K (frame, sample) rows run in chunks
+    (:data:`CPU_CHUNK_PIXELS`); the initial noise of all rows is drawn first, each frame's K
+    rows from its own stream, so the result depends neither on the chunking nor on the batch.
     The mean and the mean sample entropy are accumulated chunk by chunk, so the K samples'
     full-resolution maps never exist together."""
     options = options or SegmentOptions()
@@ -351,11 +369,10 @@ def _sample_batch(
     acc = _Accumulator(b, c, bh, bw, device, _needs_std(options))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         features = model.encode(model.layout(x))
-        noise = torch.randn((rows, *model.folded_label_shape(features)[1:]),
-                            generator=generator, device=device)
+        noise = _frame_noise(generator, k, model.folded_label_shape(features)[1:], device)
         for start in range(0, rows, chunk):
             frame = torch.arange(start, min(start + chunk, rows), device=device) // k
-            probs = sample_probabilities(model, features[frame], sampler, generator,
+            probs = sample_probabilities(model, features[frame], sampler, generator[0],
                                          on_step=check, noise=noise[start : start + chunk],
                                          draw_x0=options.draw_x0)
             acc.add(frame, probs.float()[..., :bh, :bw], options.temperature)
@@ -370,13 +387,14 @@ def _tta_batch(
     model: _Prepared,
     batch: torch.Tensor,
     sampler: DDIMSampler,
-    generator: torch.Generator,
+    generator: list[torch.Generator],
     options: SegmentOptions,
     should_stop: Callable[[], bool] | None = None,
 ) -> _Maps:
     """Test-time augmentation: batch (B, H, W) -> maps over `options.tta` views, each view
     one sample of `sampler`'s steps on a flipped / turned, contrast-jittered frame, its
-    probabilities turned back before they are accumulated."""
+    probabilities turned back before they are accumulated. `generator`: one stream per frame
+    (:func:`frame_generator`) for its noise and jitter; the first also serves draw_x0."""
     check = _step_check(should_stop)
     device = batch.device
     b, (bh, bw) = batch.shape[0], batch.shape[-2:]
@@ -386,12 +404,14 @@ def _tta_batch(
         for view in range(options.tta):
             image = dihedral(_channels(batch), view)
             if view > 0:
-                image = jitter_intensity(image, options.tta_jitter, generator)
+                image = torch.cat([jitter_intensity(image[i : i + 1], options.tta_jitter, g)
+                                   for i, g in enumerate(generator)])
             vh, vw = image.shape[-2:]
             x, _ = pad_to_multiple(image, model.config.multiple)
             features = model.encode(model.layout(x))
-            probs = sample_probabilities(model, features, sampler, generator, on_step=check,
-                                         draw_x0=options.draw_x0)
+            noise = _frame_noise(generator, 1, model.folded_label_shape(features)[1:], device)
+            probs = sample_probabilities(model, features, sampler, generator[0], on_step=check,
+                                         noise=noise, draw_x0=options.draw_x0)
             probs = dihedral_inverse(probs.float()[..., :vh, :vw], view)
             acc.add(frames, probs, options.temperature)
     return acc.maps(options.tta)
@@ -409,8 +429,8 @@ def _stream(
 ):
     """The sampling loop shared by every entry point: for each batch of the frame indices
     `todo`, `load(indices)` gives (B, H, W) float32 normalised frames; yields (indices,
-    :class:`_Maps`), float32 tensors on the model's device. One generator seeded by
-    `options.seed` serves the whole run."""
+    :class:`_Maps`), float32 tensors on the model's device. Each frame draws from its own
+    stream seeded by `options.seed` and its index (:func:`frame_generator`)."""
     device = next(model.parameters()).device
     batch_size = options.batch_size or default_batch_size(device)
     if batch_size < 1:
@@ -419,11 +439,11 @@ def _stream(
     prepared = _Prepared(model, options)
     steps = options.tta_steps if options.tta else options.steps
     sampler = DDIMSampler(NoiseSchedule(timesteps), steps=steps, eta=options.eta)
-    generator = torch.Generator(device=device).manual_seed(options.seed)
     check = _step_check(should_stop)
     for start in range(0, todo.size, batch_size):
         check(start)
         idx = todo[start : start + batch_size]
+        generator = [frame_generator(options.seed, i, device) for i in idx]
         batch = torch.from_numpy(np.ascontiguousarray(load(idx), dtype=np.float32))
         if options.tta:
             maps = _tta_batch(prepared, batch.to(device), sampler, generator, options,
@@ -701,7 +721,9 @@ def frame_samples(
                                 model.config.multiple)
     k = max(1, options.samples)
     sampler = DDIMSampler(NoiseSchedule(timesteps), steps=options.steps, eta=options.eta)
-    generator = torch.Generator(device=device).manual_seed(options.seed)
+    generator = frame_generator(options.seed, index, device)
     features = model.encode(x).repeat_interleave(k, dim=0)
-    probs = sample_probabilities(model, features, sampler, generator, draw_x0=options.draw_x0)
+    noise = _frame_noise([generator], k, model.folded_label_shape(features)[1:], device)
+    probs = sample_probabilities(model, features, sampler, generator, noise=noise,
+                                 draw_x0=options.draw_x0)
     return probs[..., :h, :w].argmax(dim=1).to(torch.uint8).cpu().numpy()

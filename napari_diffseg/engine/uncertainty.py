@@ -56,12 +56,11 @@ def jitter_intensity(
     images: torch.Tensor, amount: float, generator: torch.Generator
 ) -> torch.Tensor:
     """images (B, 1, H, W) normalised to about [-1, 1] -> a x + b, with a in 1 ± amount and
-    b in ± amount drawn per frame from `generator` (on the CPU, so results do not depend on
-    the device)."""
+    b in ± amount drawn per frame from `generator` (on the generator's device)."""
     if amount <= 0:
         return images
     b = images.shape[0]
-    u = torch.rand((2, b), generator=generator) * 2 - 1
+    u = torch.rand((2, b), generator=generator, device=generator.device) * 2 - 1
     scale = (1 + amount * u[0]).to(images.device, images.dtype)[:, None, None, None]
     shift = (amount * u[1]).to(images.device, images.dtype)[:, None, None, None]
     return images * scale + shift

@@ -95,6 +95,32 @@ def test_iter_segment_streams_chunks_for_chosen_frames(model):
                                first.probabilities[:1].astype(np.float32), atol=2e-3)
 
 
+@pytest.mark.parametrize("review", [{"samples": 2}, {"tta": 3}])
+def test_a_frame_gets_the_same_answer_alone_or_anywhere_in_a_run(model, review):
+    """Each frame draws from its own random stream: frame 3 of a video gets the same
+    probabilities whether it is segmented alone, in a range or in the whole video, in any
+    batch size (the dock segments the current frame, a range or all; evaluate scores only
+    the annotated frames)."""
+    from napari_diffseg.engine.inference import iter_segment
+
+    frames = _frames(t=5)
+
+    def frame3(indices, batch_size):
+        opts = SegmentOptions(steps=2, seed=7, batch_size=batch_size, **review)
+        for chunk in iter_segment(model, frames, normalisation=NORM, timesteps=10,
+                                  options=opts, indices=indices):
+            if 3 in chunk.indices.tolist():
+                return chunk.probabilities[chunk.indices.tolist().index(3)].astype(np.float32)
+
+    alone = frame3([3], 1)
+    for indices, batch_size in [(None, 1), (None, 2), (None, 5), ([1, 3], 2), ([4, 0, 3], 3)]:
+        np.testing.assert_allclose(frame3(indices, batch_size), alone, atol=2e-3)
+    other_seed = next(iter_segment(model, frames, normalisation=NORM, timesteps=10,
+                                   options=SegmentOptions(steps=2, seed=8, **review),
+                                   indices=[3]))
+    assert np.abs(other_seed.probabilities[0].astype(np.float32) - alone).max() > 1e-2
+
+
 def test_iter_segment_rejects_bad_indices(model):
     from napari_diffseg.engine.inference import iter_segment
 

@@ -3,6 +3,9 @@ verified frames' labels carried along the video's motion), issue 14 point 2."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -192,3 +195,31 @@ def test_adapting_with_anchors_puts_the_verified_labels_on_the_neighbours(shifte
 
     without, with_anchors = neighbour_dice(0), neighbour_dice(2)
     assert with_anchors > 0.8 and with_anchors > without + 0.2, (without, with_anchors)
+
+
+def test_evaluate_scores_each_annotated_frame_beside_its_real_neighbours():
+    """`evaluate` must score the labels `segment` gives on the whole video: a temporal model
+    sees frames t ± 1 (not the next annotated frame) and the video's intensity range."""
+    from napari_diffseg.engine.evaluation import evaluate_videos
+    from napari_diffseg.engine.metrics import evaluate_frames
+    from napari_diffseg.io.core import numbered_video
+
+    torch.manual_seed(3)
+    model = DiffSegNet(ModelConfig(**{**TINY.__dict__, "context_frames": 1})).eval()
+    seq = generate_sequence(SyntheticConfig(size=48, frames=9, seed=5, difficulty=0.5))
+    ckpt = SimpleNamespace(classes=dict(CLASSES), normalisation=dict(DEFAULT_NORMALISATION),
+                           schedule={"timesteps": 100})
+    annotated = [0, 4, 8]
+    video = numbered_video(seq.frames, Path("clip.tif"), "tiff")
+    video.labels = np.zeros_like(seq.labels)
+    video.labels[annotated] = seq.labels[annotated]
+    video.labelled = annotated
+    options = SegmentOptions(steps=2, samples=2, seed=0, batch_size=2)
+    whole = segment(model, seq.frames, normalisation=ckpt.normalisation, timesteps=100,
+                    options=options)
+    expected = evaluate_frames(whole.labels[annotated], seq.labels[annotated], CLASSES)
+    alone = segment(model, seq.frames[annotated], normalisation=ckpt.normalisation,
+                    timesteps=100, options=options)
+    assert not np.array_equal(alone.labels, whole.labels[annotated])  # the test can fail
+    got = evaluate_videos(model, ckpt, [video], options)
+    assert got.to_dict() == expected.to_dict()
