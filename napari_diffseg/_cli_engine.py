@@ -139,12 +139,17 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("data", type=Path, help="dataset root, MOSXAV split folder or sequence")
     p.add_argument("--model", type=Path, help=model_help)
     p.add_argument("--split", help="MOSXAV ImageSets split to evaluate on")
-    p.add_argument("--steps", type=positive_int, default=4)
-    p.add_argument("--samples", type=positive_int, default=4)
+    p.add_argument("--steps", type=positive_int, default=4, help="DDIM steps")
+    p.add_argument("--samples", type=positive_int, default=4, help="samples per frame")
+    p.add_argument("--uncertainty", choices=("tta", "samples"), default="tta",
+                   help="score the labels that segment --uncertainty makes with the same "
+                   "choice: tta (the default of segment and the dock, 8 flipped / turned "
+                   "views; --steps and --samples are then ignored) or samples (the diffusion "
+                   "samples, --steps x --samples: faster on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help=device_help)
     p.add_argument("--min-component", type=int, default=None,
-                   help="speck threshold as for segment (default 16)")
+                   help=f"speck threshold as for segment (default {DEFAULT_MIN_COMPONENT})")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_quiet(p)
     p.set_defaults(func=cmd_evaluate)
@@ -197,6 +202,13 @@ def choose_train_sizes(device, batch_size: int | None, crop_size: int | None,
 
 def _min_component(args: argparse.Namespace) -> int:
     return DEFAULT_MIN_COMPONENT if args.min_component is None else max(args.min_component, 0)
+
+
+def _review_line(args: argparse.Namespace) -> str:
+    """How segment / evaluate sample, in the words of their status line."""
+    if args.uncertainty == "tta":
+        return "test-time augmentation, 8 flipped / turned views"
+    return f"{args.steps} steps x {args.samples} samples"
 
 
 def _model_path(path: Path | None) -> Path:
@@ -442,7 +454,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     names = video.meta.frame_names
     n = frames.shape[0]
     status(f"segmenting {n} frames of {frames.shape[2]}x{frames.shape[1]} px on {device} "
-           f"({args.steps} steps x {args.samples} samples) ...", quiet=args.quiet)
+           f"({_review_line(args)}) ...", quiet=args.quiet)
     # results stream to disk batch by batch: only the labels (uint8) and the frame scores are
     # kept for the whole video, so a long 1024 px cine never holds its float maps at once
     labels = np.zeros(frames.shape[:3], dtype=np.uint8)
@@ -502,10 +514,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from napari_diffseg.engine import SegmentOptions
     from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.evaluation import evaluate_videos
-    from napari_diffseg.engine.inference import load_for_inference
+    from napari_diffseg.engine.inference import load_for_inference, review_options
     from napari_diffseg.io import read_sequences
 
     model_path = _model_path(args.model)
@@ -515,8 +526,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     videos = read_sequences(args.data, split=args.split)
     total = sum(len(v.labelled) for v in videos)
     status(f"segmenting the {total} annotated frames of {len(videos)} sequence(s) on "
-           f"{device_description(next(model.parameters()).device)} ({args.steps} steps x "
-           f"{args.samples} samples) ...", quiet=args.quiet)
+           f"{device_description(next(model.parameters()).device)} ({_review_line(args)}) ...",
+           quiet=args.quiet)
     bar = progress_bar(total, "evaluate", unit="frame", quiet=args.quiet)
 
     def progress(done: int, _total: int) -> None:
@@ -524,16 +535,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         report = evaluate_videos(model, ckpt, videos,
-                                 SegmentOptions(steps=args.steps, samples=args.samples,
-                                                seed=args.seed,
+                                 review_options(args.uncertainty, steps=args.steps,
+                                                samples=args.samples, seed=args.seed,
                                                 min_component=_min_component(args)),
                                  progress=progress)
     finally:
         bar.close()
     if args.json:
         print(json.dumps({"model": str(model_path), "data": str(args.data),
-                          **report.to_dict()}, indent=2))
+                          "review": _review_line(args), **report.to_dict()}, indent=2))
     else:
-        print(f"{report.frames} annotated frames of {args.data}, model {model_path.name}")
+        print(f"{report.frames} annotated frames of {args.data}, model {model_path.name}, "
+              f"{_review_line(args)}")
         print(report.format_table())
     return 0
