@@ -19,6 +19,14 @@ from napari_diffseg.engine.defaults import DEFAULT_MIN_COMPONENT, FINETUNE_ANCHO
 logger = logging.getLogger("napari_diffseg")
 
 
+def _add_review(parser: argparse.ArgumentParser, positive_int, uncertainty_help: str) -> None:
+    """--steps, --samples and --uncertainty: how segment and evaluate sample the labels."""
+    parser.add_argument("--steps", type=positive_int, default=4, help="DDIM steps")
+    parser.add_argument("--samples", type=positive_int, default=4, help="samples per frame")
+    parser.add_argument("--uncertainty", choices=("tta", "samples"), default="tta",
+                        help=uncertainty_help)
+
+
 def _add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="no progress and no status lines on stderr (errors and the "
@@ -111,14 +119,11 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("input", type=Path, help="video, DICOM, TIFF, frame folder or sequence")
     p.add_argument("--model", type=Path, help=model_help)
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--steps", type=positive_int, default=4, help="DDIM steps")
-    p.add_argument("--samples", type=positive_int, default=4, help="samples per frame")
-    p.add_argument("--uncertainty", choices=("tta", "samples"), default="tta",
-                   help="what the uncertainty maps and frame scores measure, as the dock's "
-                   "choice: the entropy of 8 flipped / turned views (tta, the default: finds "
-                   "errors best and gives the best labels; --steps and --samples are then "
-                   "ignored), or the diffusion samples' mutual information (samples: faster "
-                   "on a CPU)")
+    _add_review(p, positive_int,
+                "what the uncertainty maps and frame scores measure, as the dock's choice: "
+                "the entropy of 8 flipped / turned views (tta, the default: finds errors "
+                "best and gives the best labels; --steps and --samples are then ignored), "
+                "or the diffusion samples' mutual information (samples: faster on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="frames per batch (default: 1 on a CPU, 8 on a GPU)")
@@ -139,13 +144,10 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("data", type=Path, help="dataset root, MOSXAV split folder or sequence")
     p.add_argument("--model", type=Path, help=model_help)
     p.add_argument("--split", help="MOSXAV ImageSets split to evaluate on")
-    p.add_argument("--steps", type=positive_int, default=4, help="DDIM steps")
-    p.add_argument("--samples", type=positive_int, default=4, help="samples per frame")
-    p.add_argument("--uncertainty", choices=("tta", "samples"), default="tta",
-                   help="score the labels that segment --uncertainty makes with the same "
-                   "choice: tta (the default of segment and the dock, 8 flipped / turned "
-                   "views; --steps and --samples are then ignored) or samples (the diffusion "
-                   "samples, --steps x --samples: faster on a CPU)")
+    _add_review(p, positive_int, "score the labels that segment --uncertainty makes with the same "
+                "choice: tta (the default of segment and the dock, 8 flipped / turned "
+                "views; --steps and --samples are then ignored) or samples (the diffusion "
+                "samples, --steps x --samples: faster on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help=device_help)
     p.add_argument("--min-component", type=int, default=None,

@@ -94,6 +94,35 @@ def test_evaluate_reports_per_class_metrics(model, dataset, capsys):
     assert "vessel" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("review", [[], ["--uncertainty", "samples", "--steps", "2",
+                                      "--samples", "2"]])
+def test_evaluate_scores_the_labels_segment_writes(model, dataset, tmp_path, capsys, review):
+    """evaluate and segment with the same options give the same labels (by default both the
+    8-view TTA), so a user's evaluation is of what they get."""
+    from napari_diffseg.engine.metrics import evaluate_frames
+    from napari_diffseg.io import read
+
+    seq = dataset / "JPEGImages" / "seq001"
+    capsys.readouterr()
+    assert main(["evaluate", str(seq), "--model", str(model), "--json", "--device", "cpu",
+                 *review]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert ("test-time augmentation" in report["review"]) == (not review)
+    out = tmp_path / "seg"
+    assert main(["segment", str(seq), "--model", str(model), "--out", str(out),
+                 "--device", "cpu", *review]) == 0
+    video = read(seq)
+    names = video.meta.frame_names
+    preds = np.stack([np.asarray(Image.open(out / "labels" / f"{names[i]}.png"))
+                      for i in video.labelled])
+    classes = load_checkpoint(model).classes
+    expected = evaluate_frames(preds, video.labels[video.labelled], classes).to_dict()
+    assert report["mean"] == pytest.approx(expected["mean"], nan_ok=True)
+    assert report["per_class"].keys() == expected["per_class"].keys()
+    for name, scores in expected["per_class"].items():
+        assert report["per_class"][name] == pytest.approx(scores, nan_ok=True)
+
+
 def test_a_bad_checkpoint_is_a_clear_error(dataset, tmp_path, capsys):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a checkpoint")
