@@ -38,7 +38,7 @@ from napari_diffseg.data.sequences import (  # noqa: E402
     normalisation_range,
 )
 from napari_diffseg.engine import SegmentOptions, segment  # noqa: E402
-from napari_diffseg.engine.device import device_description  # noqa: E402
+from napari_diffseg.engine.device import device_description, precision_name  # noqa: E402
 from napari_diffseg.engine.inference import (  # noqa: E402
     default_batch_size,
     load_for_inference,
@@ -136,7 +136,8 @@ def speed_rows(model, ckpt, args, device) -> list[dict]:
             for samples in args.samples:
                 opts = SegmentOptions(steps=steps, samples=samples, batch_size=args.batch_size,
                                       channels_last=args.channels_last, compile=args.compile,
-                                      min_component=args.min_component)
+                                      min_component=args.min_component,
+                                      precision=args.precision)
                 common = {"normalisation": ckpt.normalisation, "timesteps": timesteps,
                           "options": opts}
                 segment(model, frames[:1], **common)  # warm-up
@@ -267,6 +268,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="SegmentOptions.channels_last (the naive reference stays as is)")
     parser.add_argument("--compile", action="store_true",
                         help="SegmentOptions.compile (compiled in the warm-up, not timed)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="SegmentOptions.precision (the naive reference stays fp32)")
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/speed.json")
     args = parser.parse_args(argv)
@@ -277,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
     model, ckpt = load_for_inference(path, args.device)
     device = next(model.parameters()).device
     batch = args.batch_size or default_batch_size(device)
-    precision = "bf16 autocast" if device.type == "cuda" else "fp32"
+    precision = {"bf16": "bf16 autocast", "fp32": "fp32"}[precision_name(device, args.precision)]
+    precision += f" (`--precision {args.precision}`)"
     precision += "".join(f", {flag}" for flag in ("channels_last", "compile")
                          if getattr(args, flag))
     head = (f"device: {device_description(device)}; precision {precision}; torch "

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from docs_section import update_section  # noqa: E402
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence  # noqa: E402
+from napari_diffseg.engine.device import precision_name  # noqa: E402
 from napari_diffseg.engine.inference import (  # noqa: E402
     SegmentOptions,
     load_for_inference,
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{size:5d} px  {name:<42} {rate:6.2f} frames/s", flush=True)
     table = ("| size | review | frames/s |\n|---|---|---|\n"
              + "".join(f"| {s} | {n} | {r:.2f} |\n" for s, n, r in rows))
-    body = (f"The bundled model on the CPU ({torch.get_num_threads()} threads), {args.frames} "
+    body = (f"The bundled model on the CPU ({torch.get_num_threads()} threads, "
+            f"{precision_name('cpu')} by the default precision), {args.frames} "
             f"generated frames per row after one warm-up frame.\n\n{table}")
     print()
     print(table)

@@ -20,11 +20,16 @@ logger = logging.getLogger("napari_diffseg")
 
 
 def _add_review(parser: argparse.ArgumentParser, positive_int, uncertainty_help: str) -> None:
-    """--steps, --samples and --uncertainty: how segment and evaluate sample the labels."""
+    """--steps, --samples, --uncertainty and --precision: how segment and evaluate sample the
+    labels."""
     parser.add_argument("--steps", type=positive_int, default=4, help="DDIM steps")
     parser.add_argument("--samples", type=positive_int, default=4, help="samples per frame")
     parser.add_argument("--uncertainty", choices=("tta", "samples"), default="tta",
                         help=uncertainty_help)
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="arithmetic of the network: bf16 (faster where the device has "
+                        "it in hardware: CUDA, CPUs with AVX-512 BF16 or AMX), fp32, or auto: "
+                        "bf16 where the device has it, else fp32 (default)")
 
 
 def _add_quiet(parser: argparse.ArgumentParser) -> None:
@@ -206,11 +211,16 @@ def _min_component(args: argparse.Namespace) -> int:
     return DEFAULT_MIN_COMPONENT if args.min_component is None else max(args.min_component, 0)
 
 
-def _review_line(args: argparse.Namespace) -> str:
-    """How segment / evaluate sample, in the words of their status line."""
-    if args.uncertainty == "tta":
-        return "test-time augmentation, 8 flipped / turned views"
-    return f"{args.steps} steps x {args.samples} samples"
+def _review_line(args: argparse.Namespace, device=None) -> str:
+    """How segment / evaluate sample, in the words of their status line (with the precision
+    the network computes in on `device`)."""
+    from napari_diffseg.engine.device import precision_name
+
+    review = ("test-time augmentation, 8 flipped / turned views" if args.uncertainty == "tta"
+              else f"{args.steps} steps x {args.samples} samples")
+    if device is None:
+        return review
+    return f"{review}, {precision_name(device, args.precision)}"
 
 
 def _model_path(path: Path | None) -> Path:
@@ -434,7 +444,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from napari_diffseg.engine.device import device_description
+    from napari_diffseg.engine.device import device_description, precision_name
     from napari_diffseg.engine.inference import iter_segment, load_for_inference, review_options
     from napari_diffseg.io import (
         atomic_path,
@@ -456,7 +466,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     names = video.meta.frame_names
     n = frames.shape[0]
     status(f"segmenting {n} frames of {frames.shape[2]}x{frames.shape[1]} px on {device} "
-           f"({_review_line(args)}) ...", quiet=args.quiet)
+           f"({_review_line(args, next(model.parameters()).device)}) ...", quiet=args.quiet)
     # results stream to disk batch by batch: only the labels (uint8) and the frame scores are
     # kept for the whole video, so a long 1024 px cine never holds its float maps at once
     labels = np.zeros(frames.shape[:3], dtype=np.uint8)
@@ -469,7 +479,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
             timesteps=int(ckpt.schedule["timesteps"]),
             options=review_options(args.uncertainty, steps=args.steps, samples=args.samples,
                                    seed=args.seed, batch_size=args.batch_size,
-                                   min_component=_min_component(args)),
+                                   min_component=_min_component(args),
+                                   precision=args.precision),
         ):
             labels[chunk.indices] = chunk.labels
             scores[chunk.indices] = chunk.frame_scores
@@ -497,6 +508,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "samples": args.samples,
         "seed": args.seed,
         "device": device,
+        "precision": precision_name(next(model.parameters()).device, args.precision),
         "timings": {"total_s": time.perf_counter() - t0, "segment_s": seconds,
                     "per_frame_s": seconds / max(n, 1)},
         "frame_scores": {names[i]: float(scores[i]) for i in range(len(names))},
@@ -527,8 +539,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     status(f"reading {args.data} ...", quiet=args.quiet)
     videos = read_sequences(args.data, split=args.split)
     total = sum(len(v.labelled) for v in videos)
+    model_device = next(model.parameters()).device
     status(f"segmenting the {total} annotated frames of {len(videos)} sequence(s) on "
-           f"{device_description(next(model.parameters()).device)} ({_review_line(args)}) ...",
+           f"{device_description(model_device)} ({_review_line(args, model_device)}) ...",
            quiet=args.quiet)
     bar = progress_bar(total, "evaluate", unit="frame", quiet=args.quiet)
 
@@ -539,15 +552,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report = evaluate_videos(model, ckpt, videos,
                                  review_options(args.uncertainty, steps=args.steps,
                                                 samples=args.samples, seed=args.seed,
-                                                min_component=_min_component(args)),
+                                                min_component=_min_component(args),
+                                                precision=args.precision),
                                  progress=progress)
     finally:
         bar.close()
     if args.json:
         print(json.dumps({"model": str(model_path), "data": str(args.data),
-                          "review": _review_line(args), **report.to_dict()}, indent=2))
+                          "review": _review_line(args, model_device), **report.to_dict()},
+                         indent=2))
     else:
         print(f"{report.frames} annotated frames of {args.data}, model {model_path.name}, "
-              f"{_review_line(args)}")
+              f"{_review_line(args, model_device)}")
         print(report.format_table())
     return 0

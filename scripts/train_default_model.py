@@ -44,7 +44,7 @@ from napari_diffseg.engine import (
     train,
 )
 from napari_diffseg.engine.checkpoint import build_model
-from napari_diffseg.engine.device import device_description, resolve_device
+from napari_diffseg.engine.device import device_description, precision_name, resolve_device
 from napari_diffseg.engine.inference import DEFAULT_MIN_COMPONENT as SPECKS
 from napari_diffseg.engine.inference import review_options
 from napari_diffseg.engine.metrics import evaluate_frames
@@ -162,9 +162,10 @@ def training_data(budget: Budget, seed: int) -> SparseDataset:
 REVIEWS = {"samples": {"steps": 4, "samples": 4}, "tta": {"tta": 8}}
 
 
-def held_out_evaluation(model, ckpt, device, review: str = "samples") -> dict:
+def held_out_evaluation(model, ckpt, device, review: str = "samples",
+                        precision: str = "auto") -> dict:
     """Dice / IoU / HD95 per class on held-out generated 512 px videos (every frame), with
-    the labels of `review` (:data:`REVIEWS`)."""
+    the labels of `review` (:data:`REVIEWS`) at `precision` (SegmentOptions.precision)."""
     preds, targets, seconds = [], [], 0.0
     for j in range(HELD_OUT["sequences"]):
         cfg = SyntheticConfig(size=HELD_OUT["size"], frames=HELD_OUT["frames"],
@@ -174,7 +175,8 @@ def held_out_evaluation(model, ckpt, device, review: str = "samples") -> dict:
         seg = segment(model, seq.frames, normalisation=ckpt.normalisation,
                       timesteps=ckpt.schedule["timesteps"],
                       options=review_options(review, **REVIEWS[review], seed=0,
-                                             batch_size=1 if device.type == "cpu" else 8))
+                                             batch_size=1 if device.type == "cpu" else 8,
+                                             precision=precision))
         seconds += time.perf_counter() - t0
         preds.append(seg.labels)
         targets.append(seq.labels)
@@ -199,7 +201,8 @@ def held_out_evaluation(model, ckpt, device, review: str = "samples") -> dict:
         "table": report.format_table(),
         "segment_seconds_per_frame": seconds / n_frames,
         "device": device_description(device),
-        "settings": {"review": review, **REVIEWS[review], "min_component": SPECKS},
+        "settings": {"review": review, **REVIEWS[review], "min_component": SPECKS,
+                     "precision": precision_name(device, precision)},
     }
 
 

@@ -166,7 +166,8 @@ def test_speed_benchmark_checks_the_fast_sampler_against_the_naive_one(tmp_path)
     out = tmp_path / "speed.json"
     stdout = _bench("bench_inference.py", tmp_path, "--sizes", "48", "--steps", "1", "3",
                     "--samples", "2", "--frames", "1", "--train-size", "48",
-                    "--train-iterations", "1", "--no-docs", "--out", str(out))
+                    "--train-iterations", "1", "--no-docs", "--out", str(out),
+                    "--precision", "fp32")  # the naive reference is fp32
     result = json.loads(out.read_text())
     assert [(r["steps"], r["samples"]) for r in result["speed"]] == [(1, 2), (3, 2)]
     for row in result["speed"]:

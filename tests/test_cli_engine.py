@@ -67,6 +67,20 @@ def test_segment_writes_labels_uncertainty_and_summary(model, dataset, tmp_path)
     assert summary["device"].startswith("cpu") and summary["timings"]["total_s"] > 0
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_segment_and_evaluate_say_and_use_the_precision_asked_for(model, dataset, tmp_path,
+                                                                   capsys, precision):
+    seq = dataset / "JPEGImages" / "seq001"
+    out = tmp_path / "seg"
+    args = ["--model", str(model), "--device", "cpu", "--uncertainty", "samples", "--steps",
+            "2", "--samples", "2", "--precision", precision]
+    assert main(["segment", str(seq), "--out", str(out), *args]) == 0
+    assert json.loads((out / "summary.json").read_text())["precision"] == precision
+    assert f"2 steps x 2 samples, {precision})" in capsys.readouterr().err
+    assert main(["evaluate", str(seq), "--json", *args]) == 0
+    assert json.loads(capsys.readouterr().out)["review"].endswith(f", {precision}")
+
+
 def test_segment_reads_any_input_format(model, tmp_path):
     import imageio.v3 as iio
 

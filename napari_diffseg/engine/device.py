@@ -82,6 +82,38 @@ def resolve_device(name: str = AUTO) -> torch.device:
     )
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether `device` computes bfloat16 in hardware: CUDA GPUs that support it, CPUs with
+    AVX-512 BF16 or AMX (where oneDNN's bf16 convolutions are faster than fp32; elsewhere
+    bf16 on a CPU is emulated and slower)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        cpu = torch.cpu
+        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    return False
+
+
+def inference_dtype(device: torch.device | str, precision: str = "auto") -> torch.dtype:
+    """The dtype inference computes in: "fp32", "bf16" (autocast), or "auto": bf16 where
+    :func:`native_bf16` says the device computes it in hardware, else fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return torch.bfloat16 if native_bf16(device) else torch.float32
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def precision_name(device: torch.device | str, precision: str = "auto") -> str:
+    """"bf16" or "fp32": what :func:`inference_dtype` resolves `precision` to on `device`."""
+    return "bf16" if inference_dtype(device, precision) == torch.bfloat16 else "fp32"
+
+
 def device_description(device: torch.device | str) -> str:
     """Human-readable description, e.g. ``"cuda:0 (NVIDIA H100)"`` or ``"cpu (2 threads)"``."""
     device = torch.device(device)

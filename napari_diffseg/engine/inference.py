@@ -22,7 +22,7 @@ from napari_diffseg.data.sequences import (
     normalisation_range,
 )
 from napari_diffseg.engine.defaults import DEFAULT_MIN_COMPONENT  # noqa: F401 (re-exported)
-from napari_diffseg.engine.device import resolve_device
+from napari_diffseg.engine.device import PRECISIONS, inference_dtype, resolve_device
 from napari_diffseg.engine.postprocess import remove_specks
 from napari_diffseg.engine.uncertainty import (
     DIHEDRAL,
@@ -88,6 +88,11 @@ class SegmentOptions:
     #: run the convolutions on channels-last tensors (moves the model's weights to that
     #: layout); same results. On this project's CPU it did not help (see docs/benchmarks.md)
     channels_last: bool = False
+    #: the convolutions' arithmetic: "fp32", "bf16" (autocast: convolutions and matrix
+    #: products in bfloat16, softmax and the uncertainty in float32) or "auto": bf16 where
+    #: the device computes it in hardware (CUDA, CPUs with AVX-512 BF16 or AMX), else fp32.
+    #: Labels agree with fp32's on >= 99.9 % of pixels (docs/benchmarks.md)
+    precision: str = "auto"
     #: ``torch.compile`` the encoder and the denoiser (compiled once per model and kept; the
     #: first batch pays the compilation, tens of seconds). Same results up to rounding.
     compile: bool = False
@@ -131,6 +136,8 @@ class SegmentOptions:
             raise ValueError(f"tta must be 0..{len(DIHEDRAL)} views, got {self.tta}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 FRAME_SCORES = ("entropy", "mutual_information", "expected_dice")
@@ -367,7 +374,7 @@ def _sample_batch(
     rows = b * k
     chunk = rows if device.type != "cpu" else max(1, CPU_CHUNK_PIXELS // (h * w))
     acc = _Accumulator(b, c, bh, bw, device, _needs_std(options))
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with _autocast(device, options.precision):
         features = model.encode(model.layout(x))
         noise = _frame_noise(generator, k, model.folded_label_shape(features)[1:], device)
         for start in range(0, rows, chunk):
@@ -377,6 +384,12 @@ def _sample_batch(
                                          draw_x0=options.draw_x0)
             acc.add(frame, probs.float()[..., :bh, :bw], options.temperature)
     return acc.maps(k)
+
+
+def _autocast(device: torch.device, precision: str):
+    """bf16 autocast where :func:`~napari_diffseg.engine.device.inference_dtype` says so."""
+    dtype = inference_dtype(device, precision)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
 
 
 def _needs_std(options: SegmentOptions) -> bool:
@@ -400,7 +413,7 @@ def _tta_batch(
     b, (bh, bw) = batch.shape[0], batch.shape[-2:]
     acc = _Accumulator(b, model.config.num_classes, bh, bw, device, _needs_std(options))
     frames = torch.arange(b, device=device)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with _autocast(device, options.precision):
         for view in range(options.tta):
             image = dihedral(_channels(batch), view)
             if view > 0:

@@ -79,3 +79,25 @@ def test_descriptions(two_gpus: None) -> None:
     assert device_description(torch.device("cuda", 1)) == "cuda:1 (Fake GPU 1)"
     assert device_description("cuda") == "cuda:0 (Fake GPU 0)"
     assert device_description("mps") == "mps (Apple Metal)"
+
+
+def test_precision_resolves_by_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    from napari_diffseg.engine.device import inference_dtype, native_bf16, precision_name
+
+    assert inference_dtype("cpu", "fp32") == torch.float32
+    assert inference_dtype("cpu", "bf16") == torch.bfloat16
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert native_bf16("cpu") is native
+        assert precision_name("cpu", "auto") == ("bf16" if native else "fp32")
+    assert precision_name("cpu", "fp32") == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        inference_dtype("cpu", "fp16")
+
+
+def test_segment_options_reject_an_unknown_precision() -> None:
+    from napari_diffseg.engine.inference import SegmentOptions
+
+    with pytest.raises(ValueError, match="precision"):
+        SegmentOptions(precision="half")

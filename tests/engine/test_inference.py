@@ -202,7 +202,9 @@ def test_channels_last_and_compile_give_the_same_segmentation(flag):
     torch.manual_seed(0)
     net = DiffSegNet(ModelConfig(**{**TINY.to_dict(), "num_classes": 3})).eval()
     frames = _frames(t=2)
-    base = SegmentOptions(steps=2, samples=2, seed=1)
+    # in fp32: bf16 roundings depend on the layout's order of accumulation (bf16 against
+    # fp32 is test_bf16_labels_agree_with_fp32_and_keep_the_dice)
+    base = SegmentOptions(steps=2, samples=2, seed=1, precision="fp32")
     ref = segment(net, frames, normalisation=NORM, timesteps=10, options=base)
     fast = segment(net, frames, normalisation=NORM, timesteps=10,
                    options=SegmentOptions(**{**base.__dict__, flag: True}))

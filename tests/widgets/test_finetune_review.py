@@ -11,8 +11,27 @@ from test_workflow import _dock, _segment
 from napari_diffseg.engine.finetune import held_out_frames
 
 
+def _hold_after_each_frame(monkeypatch) -> None:
+    """The engine's segmentation waits after each frame until Cancel is pressed (10 s at
+    most), so that a test presses Cancel mid-run however fast this machine segments."""
+    import time
+
+    import napari_diffseg.engine.inference as inference
+
+    real = inference.iter_segment
+
+    def held(*args, should_stop=None, **kwargs):
+        for chunk in real(*args, should_stop=should_stop, **kwargs):
+            yield chunk
+            deadline = time.monotonic() + 10
+            while should_stop is not None and not should_stop() and time.monotonic() < deadline:
+                time.sleep(0.01)
+
+    monkeypatch.setattr(inference, "iter_segment", held)
+
+
 def test_fine_tune_shows_held_out_frames_dice_before_and_resegments_in_its_tab(
-    make_napari_viewer, qtbot, video_file, tiny_checkpoint
+    make_napari_viewer, qtbot, video_file, tiny_checkpoint, monkeypatch
 ):
     path, _, truth = video_file
     viewer = make_napari_viewer()
@@ -46,8 +65,7 @@ def test_fine_tune_shows_held_out_frames_dice_before_and_resegments_in_its_tab(
 
     # re-segmenting from this tab shows its progress and Cancel here
     assert panel.reseg_progress.isHidden() and panel.reseg_cancel_button.isHidden()
-    dock.steps_spin.setValue(10)
-    dock.samples_spin.setValue(16)
+    _hold_after_each_frame(monkeypatch)
     qtbot.mouseClick(panel.resegment_button, Qt.LeftButton)
     assert dock.segment_worker is not None
     assert not panel.reseg_progress.isHidden() and panel.reseg_cancel_button.isEnabled()
