@@ -59,6 +59,8 @@ MOSXAV_BALLOON = 4
 
 #: Reference image size: lengths quoted "at 512" scale with ``min(H, W) / REFERENCE_SIZE``.
 REFERENCE_SIZE = 512
+#: image edges a catheter can enter from
+CATHETER_SIDES = ("bottom", "right", "top", "left")
 #: Detector pixel pitch at the reference size (mm); the field of view is kept constant.
 REFERENCE_PIXEL_MM = 0.3
 
@@ -87,7 +89,14 @@ class SyntheticConfig:
     heart_rate_bpm
         Heart rate; ``None`` draws 60..95 bpm.
     catheter_side
-        Image edge the catheter enters from, ``"bottom"`` or ``"right"``; ``None`` = random.
+        Image edge the catheter enters from, ``"bottom"``, ``"right"``, ``"top"`` or
+        ``"left"``; ``None`` = random: bottom (60 %) or right in the classic style; in the
+        wide style 40 % of the scenes enter from the top (25 %, often looping down and back
+        up into the ostium, as a Judkins catheter in the aortic root) or the left (15 %).
+    catheter_from_any_edge
+        False: the wide style's catheters keep the classic draw (bottom or right), as before
+        2026-12-06 -- the scenes are then those of that generator, e.g. the bundled model's
+        fixed held-out videos (scripts/train_default_model.py).
     label_threshold
         Relative iodine concentration (peak = 1) above which a vessel pixel is labelled.
     min_label_contrast
@@ -120,6 +129,7 @@ class SyntheticConfig:
     guidewire: bool | None = None
     heart_rate_bpm: float | None = None
     catheter_side: str | None = None
+    catheter_from_any_edge: bool = True
     label_threshold: float = 0.12
     min_label_contrast: float = 0.05
     min_label_snr: float = 2.5
@@ -146,8 +156,8 @@ class SyntheticConfig:
             raise ValueError(f"difficulty must be within [0, 1], got {self.difficulty}")
         if self.fps <= 0:
             raise ValueError(f"fps must be positive, got {self.fps}")
-        if self.catheter_side not in (None, "bottom", "right"):
-            raise ValueError(f"catheter_side must be None, 'bottom' or 'right', got "
+        if self.catheter_side not in (None, *CATHETER_SIDES):
+            raise ValueError(f"catheter_side must be None or one of {CATHETER_SIDES}, got "
                              f"{self.catheter_side!r}")
 
     @property
@@ -293,6 +303,7 @@ def _widen(classic: SceneParams, config: SyntheticConfig, rng: np.random.Generat
     same number of values. Ranges at 512 px (0.3 mm pixels): proximal lumen diameter 10..25
     px tapering to about 2 px, iodine from faint to very dark, 6..8.5 px catheter filled
     with undiluted contrast (1.3..2 times the vessels' iodine, at least 0.3..0.5 / mm),
+    entering from the top or left edge in 40 % of the scenes (else as in the classic style),
     tortuous distal segments, 4..8 side branches per main branch, sternal wires in 30 % of
     the scenes, and the acquisition degradations of
     :func:`~napari_diffseg.data.degrade.draw_degradation`.
@@ -335,4 +346,8 @@ def _widen(classic: SceneParams, config: SyntheticConfig, rng: np.random.Generat
         "sternal_wires": wires if wires_draw < 0.3 else 0,
         "degradation": degradation if config.degrade > 0 else None,
     }
+    # drawn last, so that the scenes whose catheter keeps its classic side are unchanged
+    side_draw = u()
+    if config.catheter_side is None and config.catheter_from_any_edge and side_draw < 0.4:
+        replace["catheter_side"] = "top" if side_draw < 0.25 else "left"
     return dataclasses.replace(classic, **replace)

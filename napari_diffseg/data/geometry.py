@@ -278,7 +278,8 @@ def _resample(points: np.ndarray, step: float = STEP) -> np.ndarray:
 
 
 def make_catheter(rng: np.random.Generator, params: SceneParams, tree: VesselTree) -> Polyline:
-    """Guiding catheter from the bottom or right image edge to the ostium.
+    """Guiding catheter from an image edge (``params.catheter_side``: bottom, right, top or
+    left) to the ostium.
 
     Points run from the entry (index 0, outside the image) to the tip at the ostium, whose
     last segment is aligned with the main stem so the catheter engages it.
@@ -289,19 +290,36 @@ def make_catheter(rng: np.random.Generator, params: SceneParams, tree: VesselTre
     stem = tree.branches[0]
     tip_dir = _direction(_heading_at(stem, 0))
     margin = params.catheter_radius + 0.04 * size
+    loop = None  # top entry: depth of the loop below the ostium, px
     if params.catheter_side == "bottom":
         entry = np.array([h - 1 + margin, rng.uniform(0.45, 0.9) * w])
         inward = np.array([-1.0, rng.uniform(-0.25, 0.1)])
-    else:
+    elif params.catheter_side == "right":
         entry = np.array([rng.uniform(0.45, 0.9) * h, w - 1 + margin])
         inward = np.array([rng.uniform(-0.3, 0.0), -1.0])
+    elif params.catheter_side == "top":
+        # down the ascending aorta, left of the ostium; in 60 % of the scenes it loops down
+        # and comes back up into the ostium (a Judkins-left catheter in the aortic root, as
+        # clinical cines show it)
+        entry = np.array([-margin, max(ostium[1] - rng.uniform(0.05, 0.3) * w, 0.03 * w)])
+        inward = np.array([1.0, rng.uniform(-0.2, 0.2)])
+        if rng.uniform() < 0.6:
+            loop = rng.uniform(0.3, 0.6) * h
+    else:  # left
+        entry = np.array([rng.uniform(0.1, 0.65) * h, -margin])
+        inward = np.array([rng.uniform(-0.2, 0.5), 1.0])
     span = float(np.linalg.norm(ostium - entry))
-    ctrl = np.stack([
-        entry,
-        entry + inward / np.linalg.norm(inward) * span * rng.uniform(0.35, 0.6),
-        ostium - tip_dir * size * rng.uniform(0.12, 0.25),
-        ostium,
-    ])
+    if loop is None:
+        ctrl = np.stack([
+            entry,
+            entry + inward / np.linalg.norm(inward) * span * rng.uniform(0.35, 0.6),
+            ostium - tip_dir * size * rng.uniform(0.12, 0.25),
+            ostium,
+        ])
+    else:  # a U: down from the entry, back up into the ostium from below
+        down = np.array([1.0, 0.0])
+        ctrl = np.stack([entry, entry + down * (loop + ostium[0]),
+                         ostium + down * loop * rng.uniform(0.6, 1.0), ostium])
     pts = _resample(_bezier(ctrl))
     radius = np.full(len(pts), params.catheter_radius)
     # slight narrowing over the last few millimetres (tapered soft tip)

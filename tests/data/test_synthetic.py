@@ -159,7 +159,7 @@ def test_noise_free_option():
 
 
 @pytest.mark.parametrize("kwargs", [dict(size=8), dict(frames=0), dict(difficulty=1.5),
-                                    dict(fps=0.0), dict(catheter_side="top")])
+                                    dict(fps=0.0), dict(catheter_side="middle")])
 def test_invalid_config(kwargs):
     with pytest.raises(ValueError):
         SyntheticConfig(**kwargs)
