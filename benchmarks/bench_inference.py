@@ -38,6 +38,7 @@ from napari_diffseg.data.sequences import (  # noqa: E402
     normalisation_range,
 )
 from napari_diffseg.engine import SegmentOptions, segment  # noqa: E402
+from napari_diffseg.engine.defaults import PRECISIONS  # noqa: E402
 from napari_diffseg.engine.device import device_description, precision_name  # noqa: E402
 from napari_diffseg.engine.inference import (  # noqa: E402
     default_batch_size,
@@ -268,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="SegmentOptions.channels_last (the naive reference stays as is)")
     parser.add_argument("--compile", action="store_true",
                         help="SegmentOptions.compile (compiled in the warm-up, not timed)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="SegmentOptions.precision (the naive reference stays fp32)")
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/speed.json")

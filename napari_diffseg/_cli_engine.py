@@ -14,7 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from napari_diffseg._cli_progress import progress_bar, status
-from napari_diffseg.engine.defaults import DEFAULT_MIN_COMPONENT, FINETUNE_ANCHOR_FRAMES
+from napari_diffseg.engine.defaults import (
+    DEFAULT_MIN_COMPONENT,
+    FINETUNE_ANCHOR_FRAMES,
+    PRECISIONS,
+)
 
 logger = logging.getLogger("napari_diffseg")
 
@@ -26,7 +30,7 @@ def _add_review(parser: argparse.ArgumentParser, positive_int, uncertainty_help:
     parser.add_argument("--samples", type=positive_int, default=4, help="samples per frame")
     parser.add_argument("--uncertainty", choices=("tta", "samples"), default="tta",
                         help=uncertainty_help)
-    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="arithmetic of the network: bf16 (faster where the device has "
                         "it in hardware: CUDA, CPUs with AVX-512 BF16 or AMX), fp32, or auto: "
                         "bf16 where the device has it, else fp32 (default)")
@@ -211,15 +215,13 @@ def _min_component(args: argparse.Namespace) -> int:
     return DEFAULT_MIN_COMPONENT if args.min_component is None else max(args.min_component, 0)
 
 
-def _review_line(args: argparse.Namespace, device=None) -> str:
-    """How segment / evaluate sample, in the words of their status line (with the precision
-    the network computes in on `device`)."""
+def _review_line(args: argparse.Namespace, device) -> str:
+    """How segment / evaluate sample, in the words of their status line, with the precision
+    the network computes in on `device`."""
     from napari_diffseg.engine.device import precision_name
 
     review = ("test-time augmentation, 8 flipped / turned views" if args.uncertainty == "tta"
               else f"{args.steps} steps x {args.samples} samples")
-    if device is None:
-        return review
     return f"{review}, {precision_name(device, args.precision)}"
 
 
@@ -459,14 +461,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
     model_path = _model_path(args.model)
     status(f"loading the model {model_path} ...", quiet=args.quiet)
     model, ckpt = load_for_inference(model_path, args.device)
-    device = device_description(next(model.parameters()).device)
+    model_device = next(model.parameters()).device
+    device = device_description(model_device)
     status(f"reading {args.input} ...", quiet=args.quiet)
     video = read(args.input)
     frames = video.frames
     names = video.meta.frame_names
     n = frames.shape[0]
     status(f"segmenting {n} frames of {frames.shape[2]}x{frames.shape[1]} px on {device} "
-           f"({_review_line(args, next(model.parameters()).device)}) ...", quiet=args.quiet)
+           f"({_review_line(args, model_device)}) ...", quiet=args.quiet)
     # results stream to disk batch by batch: only the labels (uint8) and the frame scores are
     # kept for the whole video, so a long 1024 px cine never holds its float maps at once
     labels = np.zeros(frames.shape[:3], dtype=np.uint8)
@@ -508,7 +511,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "samples": args.samples,
         "seed": args.seed,
         "device": device,
-        "precision": precision_name(next(model.parameters()).device, args.precision),
+        "precision": precision_name(model_device, args.precision),
         "timings": {"total_s": time.perf_counter() - t0, "segment_s": seconds,
                     "per_frame_s": seconds / max(n, 1)},
         "frame_scores": {names[i]: float(scores[i]) for i in range(len(names))},

@@ -44,6 +44,7 @@ from napari_diffseg.engine import (
     train,
 )
 from napari_diffseg.engine.checkpoint import build_model
+from napari_diffseg.engine.defaults import PRECISIONS
 from napari_diffseg.engine.device import device_description, precision_name, resolve_device
 from napari_diffseg.engine.inference import DEFAULT_MIN_COMPONENT as SPECKS
 from napari_diffseg.engine.inference import review_options
@@ -217,11 +218,11 @@ def held_out_evaluation(model, ckpt, device, review: str = "samples",
     }
 
 
-def evaluate_both(model, ckpt, device) -> dict:
+def evaluate_both(model, ckpt, device, precision: str = "auto") -> dict:
     """The held-out figures of both reviews: the top-level keys are those of "samples" (as
     the earlier phases recorded them), "tta" holds the default review's."""
-    figures = held_out_evaluation(model, ckpt, device, "samples")
-    figures["tta"] = held_out_evaluation(model, ckpt, device, "tta")
+    figures = held_out_evaluation(model, ckpt, device, "samples", precision)
+    figures["tta"] = held_out_evaluation(model, ckpt, device, "tta", precision)
     return figures
 
 
@@ -263,6 +264,9 @@ def main() -> None:
     parser.add_argument("--evaluate-only", action="store_true",
                         help="train nothing: score the model --out on the held-out videos "
                         "(both reviews) and write the figures into --figures and --out")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="SegmentOptions.precision of the held-out scoring (default auto: "
+                        "bf16 where the device computes it in hardware)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -386,7 +390,7 @@ def evaluate_only(args: argparse.Namespace) -> None:
     device = resolve_device("cuda" if args.gpu else "cpu")
     ckpt = load_checkpoint(args.out)
     model = build_model(ckpt).to(device)
-    figures = evaluate_both(model, ckpt, device)
+    figures = evaluate_both(model, ckpt, device, args.precision)
     recorded = json.loads(args.figures.read_text()) if args.figures.is_file() else {}
     recorded.update(figures)
     update_checkpoint_metrics(ckpt, figures)

@@ -308,8 +308,8 @@ def make_catheter(rng: np.random.Generator, params: SceneParams, tree: VesselTre
     else:  # left
         entry = np.array([rng.uniform(0.1, 0.65) * h, -margin])
         inward = np.array([rng.uniform(-0.2, 0.5), 1.0])
-    span = float(np.linalg.norm(ostium - entry))
     if loop is None:
+        span = float(np.linalg.norm(ostium - entry))
         ctrl = np.stack([
             entry,
             entry + inward / np.linalg.norm(inward) * span * rng.uniform(0.35, 0.6),

@@ -4,6 +4,11 @@ for seconds (see the event-loop benchmark in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
+#: SegmentOptions.precision: "auto" (bf16 where the device computes it in hardware, else
+#: fp32), "fp32" or "bf16" (napari_diffseg.engine.device.inference_dtype); here so that the
+#: command line can offer them without importing torch
+PRECISIONS = ("auto", "fp32", "bf16")
+
 #: What the dock's Fine-tune button runs unless the user changes it (TrainOptions fields):
 #: sized to finish in minutes on a laptop CPU for a 512x512 video with a handful of verified
 #: frames (``benchmarks/bench_finetune.py`` measures it).

@@ -6,6 +6,8 @@ import logging
 
 import torch
 
+from napari_diffseg.engine.defaults import PRECISIONS
+
 logger = logging.getLogger(__name__)
 
 AUTO = "auto"
@@ -80,9 +82,6 @@ def resolve_device(name: str = AUTO) -> torch.device:
     raise ValueError(
         f"device {name!r} is not supported by napari-diffseg; available devices: {available}"
     )
-
-
-PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def native_bf16(device: torch.device | str) -> bool:

@@ -229,12 +229,11 @@ def sigmoid_rampup(iteration: int, length: int) -> float:
 
 
 def validation_dice(
-    model: DiffSegNet, data: SparseDataset, timesteps: int, steps: int, samples: int, seed: int,
-    precision: str = "fp32",
+    model: DiffSegNet, data: SparseDataset, timesteps: int, steps: int, samples: int, seed: int
 ) -> float:
-    """Mean foreground Dice of the model on the labelled frames of `data`. In fp32 by
-    default: validation compares models (checkpoints along a run, a fine-tuned model against
-    its start model), and bf16's roundings must not decide which one is kept."""
+    """Mean foreground Dice of the model on the labelled frames of `data`. Always in fp32:
+    validation compares models (checkpoints along a run, a fine-tuned model against its
+    start model), and bf16's roundings must not decide which one is kept."""
     sizes = {img.shape for img in data.images}
     preds, targets = [], []
     for shape in sizes:  # batch frames of equal size
@@ -243,7 +242,7 @@ def validation_dice(
         probs, _, _ = predict_normalised(
             model, images, timesteps=timesteps,
             options=SegmentOptions(steps=steps, samples=samples, seed=seed, batch_size=4,
-                                   precision=precision),
+                                   precision="fp32"),
         )
         preds.extend(probs.argmax(axis=1))
         targets.extend(data.labels[i] for i in idx)
