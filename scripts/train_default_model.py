@@ -121,6 +121,12 @@ CPU_REFINE = (
     # (docs/real-data.md); the same crops as phase 4 on 120 new sequences, a lower rate
     replace(CPU, iterations=4000, batch_size=3, crop_size=256, lr=5e-5, data_seed=50_000,
             context_frames=1),
+    # phase 7 (--refine 6, from the phase-4 model: --init napari_diffseg/models/default.pt):
+    # crops of 384 px, the step that gave phases 2 and 3 their gains (the context that tells
+    # a rib edge from a branch, GroupNorm statistics closer to a whole 512 px frame's), on
+    # sequences of 384-768 px from the generator of phase 6
+    replace(CPU, iterations=5500, batch_size=2, crop_size=384, lr=5e-5, data_seed=60_000,
+            context_frames=1, sizes=(384, 512, 640, 768)),
 )
 GPU_REFINE = (
     replace(GPU, iterations=10000, batch_size=8, crop_size=256, lr=1e-4, data_seed=10_000),
