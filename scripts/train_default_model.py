@@ -127,6 +127,13 @@ CPU_REFINE = (
     # sequences of 384-768 px from the generator of phase 6
     replace(CPU, iterations=5500, batch_size=2, crop_size=384, lr=5e-5, data_seed=60_000,
             context_frames=1, sizes=(384, 512, 640, 768)),
+    # phase 8, measured and NOT adopted (--refine 7, from phase 7): whole 512 px frames (one
+    # crop per step), the statistics the model segments with; held out TTA 0.812 / 40.4 px
+    # against phase 7's 0.815 / 41.3, but 4 x 4 0.780 / 63.2 against 0.801 / 44.5 (the
+    # guidewire fell to 0.656 / 108 px, 4 frames wrong on presence;
+    # benchmarks/results/phase8_figures.json)
+    replace(CPU, iterations=2500, batch_size=1, crop_size=512, lr=3e-5, data_seed=70_000,
+            context_frames=1, sizes=(512, 640, 768)),
 )
 GPU_REFINE = (
     replace(GPU, iterations=10000, batch_size=8, crop_size=256, lr=1e-4, data_seed=10_000),
