@@ -114,14 +114,15 @@ CPU_REFINE = (
     # 0.794 / 48.1: the guidewire fell 0.72 -> 0.66; kept so that the figure can be reproduced
     replace(CPU, iterations=5000, batch_size=3, crop_size=256, lr=6e-5, data_seed=40_000,
             context_frames=1, transition_repeat=2),
-    # phase 6 (--refine 5, from the phase-4 model: --init napari_diffseg/models/default.pt):
+    # phase 6, measured and NOT adopted (--refine 5, from the phase-4 model: what --out holds
+    # after phase 4; since phase 7 ships, `git show 5b8906c^:napari_diffseg/models/default.pt`):
     # the generator's catheters now also enter from the top (often looping down and back up
     # into the ostium, as a Judkins catheter in the aortic root) and the left, where the
     # clinical cines' catheters come from and the bundled model calls them vessel
     # (docs/real-data.md); the same crops as phase 4 on 120 new sequences, a lower rate
     replace(CPU, iterations=4000, batch_size=3, crop_size=256, lr=5e-5, data_seed=50_000,
             context_frames=1),
-    # phase 7 (--refine 6, from the phase-4 model: --init napari_diffseg/models/default.pt):
+    # phase 7, the bundled model (--refine 6, from the phase-4 model, as phase 6):
     # crops of 384 px, the step that gave phases 2 and 3 their gains (the context that tells
     # a rib edge from a branch, GroupNorm statistics closer to a whole 512 px frame's), on
     # sequences of 384-768 px from the generator of phase 6

@@ -21,8 +21,11 @@ from napari_diffseg.data.sequences import (
     context_indices,
     normalisation_range,
 )
-from napari_diffseg.engine.defaults import DEFAULT_MIN_COMPONENT  # noqa: F401 (re-exported)
-from napari_diffseg.engine.device import PRECISIONS, inference_dtype, resolve_device
+from napari_diffseg.engine.defaults import (
+    DEFAULT_MIN_COMPONENT,  # noqa: F401 (re-exported)
+    PRECISIONS,
+)
+from napari_diffseg.engine.device import inference_dtype, resolve_device
 from napari_diffseg.engine.postprocess import remove_specks
 from napari_diffseg.engine.uncertainty import (
     DIHEDRAL,
