@@ -91,6 +91,9 @@ class Budget:
     # frames without contrast are a third of the generated ones already
     transition_share: float = 0.5
     transition_repeat: int = 0
+    # the encoder's frame-level block (ModelConfig.global_context); a phase that turns it on
+    # adds it to the start model at zero, so it starts as it was (engine.train)
+    global_context: bool = False
 
 
 CPU = Budget(120, 16, (256, 320, 384, 448, 512, 640, 768), 6000, 8, 128, 24, 32, 3)
@@ -135,6 +138,12 @@ CPU_REFINE = (
     # benchmarks/results/phase8_figures.json)
     replace(CPU, iterations=2500, batch_size=1, crop_size=512, lr=3e-5, data_seed=70_000,
             context_frames=1, sizes=(512, 640, 768)),
+    # phase 9 (--refine 8, from phase 7): what is left of the HD95 is whole frames, a class
+    # called present in a frame without it (rib edges before the contrast) or missed; the
+    # encoder gains a frame-level block (its bottleneck's mean over the whole input, fed back
+    # to every position), then phase 7's crops on 120 new sequences
+    replace(CPU, iterations=5000, batch_size=2, crop_size=384, lr=4e-5, data_seed=80_000,
+            context_frames=1, sizes=(384, 512, 640, 768), global_context=True),
 )
 GPU_REFINE = (
     replace(GPU, iterations=10000, batch_size=8, crop_size=256, lr=1e-4, data_seed=10_000),
@@ -316,6 +325,7 @@ def main() -> None:
         label_swap=budget.label_swap, label_noise=budget.label_noise,
         high_t_fraction=budget.high_t_fraction,
         context_frames=budget.context_frames or None,
+        global_context=budget.global_context or None,
     )
     resume = None
     if args.resume:
@@ -336,7 +346,8 @@ def main() -> None:
         num_classes=len(DEFAULT_CLASSES), width=budget.width, depth=3,
         label_width=budget.label_width, label_blocks=budget.label_blocks,
         encoder_stride=budget.encoder_stride, denoiser_stride=budget.denoiser_stride,
-        detail_width=budget.detail_width, context_frames=budget.context_frames)
+        detail_width=budget.detail_width, context_frames=budget.context_frames,
+        global_context=budget.global_context)
 
     def report(p):
         if p.iteration % 100 == 0:

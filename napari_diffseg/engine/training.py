@@ -54,6 +54,7 @@ from napari_diffseg.model import (
     DiffSegNet,
     ModelConfig,
     NoiseSchedule,
+    add_global_context,
     expand_context,
 )
 from napari_diffseg.model.losses import (
@@ -126,6 +127,10 @@ class TrainOptions:
     # share of the rows whose neighbours are replaced by the frame itself, so that a single
     # image, the first and the last frame still work
     context_dropout: float = 0.25
+    # the encoder's frame-level block (ModelConfig.global_context): True adds it to an initial
+    # model without one (starting at zero, so the model starts as it was); None/False keeps
+    # the model's own (a model never loses it), and a new model gets it only with True
+    global_context: bool | None = None
     # anchors (SparseDataset.unlabelled_anchors, labels warped from verified frames): where
     # their confidence is at least this they replace the teacher's pseudo-labels
     anchor_confidence: float = 0.5
@@ -315,6 +320,8 @@ class Trainer:
             wanted = context_frames_for(init.model_config, options.context_frames)
             if wanted > self.model.config.context_frames:
                 self.model = expand_context(self.model, wanted)
+            if options.global_context:
+                self.model = add_global_context(self.model)
             if data.num_classes > self.model.config.num_classes:
                 raise ValueError(
                     f"the data has {data.num_classes} classes but the initial model predicts "
@@ -325,6 +332,8 @@ class Trainer:
             changes = {"num_classes": max(data.num_classes, 2)}
             if options.context_frames is not None:
                 changes["context_frames"] = options.context_frames
+            if options.global_context is not None:
+                changes["global_context"] = options.global_context
             cfg = ModelConfig(**{**asdict(cfg), **changes})
             self.model = DiffSegNet(cfg).to(self.device)
             # every output class gets a name (a checkpoint names exactly its outputs)

@@ -4,7 +4,7 @@ The network knows nothing of the schedule, and the schedule nothing of the netwo
 sampler loop in :mod:`napari_diffseg.model.sampling` combines them in a few lines.
 """
 
-from .network import DiffSegNet, ModelConfig, expand_context
+from .network import DiffSegNet, ModelConfig, add_global_context, expand_context
 from .sampling import sample_probabilities
 from .schedule import DDIMSampler, NoiseSchedule
 
@@ -13,6 +13,7 @@ __all__ = [
     "DiffSegNet",
     "ModelConfig",
     "NoiseSchedule",
+    "add_global_context",
     "expand_context",
     "sample_probabilities",
 ]

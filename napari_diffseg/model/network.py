@@ -47,6 +47,11 @@ class ModelConfig:
         t + 2, ... (:func:`napari_diffseg.data.context_indices`; a missing neighbour at the
         start or end of a video is the frame itself). 0: frame-wise, as checkpoints written
         before this field existed. The detail branch reads frame t only.
+    global_context: the encoder's bottleneck adds, at every position, a learned function of
+        its mean over the whole input (a frame-level signal: is there a contrast-filled tree
+        in this frame at all?), which convolutions of a bounded receptive field cannot see.
+        False in checkpoints written before this field existed
+        (:func:`add_global_context` adds it to a trained model without changing its answer).
     """
 
     num_classes: int = 4
@@ -60,6 +65,7 @@ class ModelConfig:
     encoder_stride: int = 2
     detail_width: int = 0
     context_frames: int = 0
+    global_context: bool = False
 
     def __post_init__(self) -> None:
         e, s = self.encoder_stride, self.denoiser_stride
@@ -126,6 +132,13 @@ class ImageEncoder(nn.Module):
             self.down_blocks.append(ResBlock(chans[i], chans[i]))
             self.downsamples.append(nn.Conv2d(chans[i], chans[i + 1], 3, stride=2, padding=1))
         self.mid = ResBlock(chans[-1], chans[-1])
+        self.global_mix = None
+        if config.global_context:
+            c = chans[-1]
+            self.global_mix = nn.Sequential(nn.Linear(c, c), nn.SiLU(), nn.Linear(c, c))
+            # zero output: a model that gains the block answers as before until it learns
+            nn.init.zeros_(self.global_mix[2].weight)
+            nn.init.zeros_(self.global_mix[2].bias)
         self.up_blocks = nn.ModuleList()
         self.upsamples = nn.ModuleList()
         for i in reversed(range(config.depth)):
@@ -143,6 +156,8 @@ class ImageEncoder(nn.Module):
             skips.append(h)
             h = down(h)
         h = self.mid(h)
+        if self.global_mix is not None:
+            h = h + self.global_mix(h.mean(dim=(2, 3)))[:, :, None, None]
         for up, block in zip(self.upsamples, self.up_blocks, strict=True):
             h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
             h = block(torch.cat([h, skips.pop()], dim=1))
@@ -262,7 +277,8 @@ class LabelDenoiser(nn.Module):
 
 #: values of fields added to :class:`ModelConfig` after checkpoints were first written: a
 #: stored config without the field describes this architecture
-LEGACY_DEFAULTS = {"encoder_stride": 1, "detail_width": 0, "context_frames": 0}
+LEGACY_DEFAULTS = {"encoder_stride": 1, "detail_width": 0, "context_frames": 0,
+                   "global_context": False}
 
 
 def expand_context(model: DiffSegNet, context_frames: int) -> DiffSegNet:
@@ -286,6 +302,20 @@ def expand_context(model: DiffSegNet, context_frames: int) -> DiffSegNet:
     weight[:, : stem.shape[1]] = stem
     state["encoder.stem.weight"] = weight
     new.load_state_dict(state)
+    return new.to(next(model.parameters()).device)
+
+
+def add_global_context(model: DiffSegNet) -> DiffSegNet:
+    """A copy of `model` with the encoder's frame-level block (``ModelConfig.global_context``)
+    which, until it is trained, answers exactly as `model` does (the block's output layer
+    starts at zero). `model` itself if it has the block already."""
+    if model.config.global_context:
+        return model
+    new = DiffSegNet(ModelConfig(**{**model.config.to_dict(), "global_context": True}))
+    missing, unexpected = new.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("encoder.global_mix.") for k in missing):
+        raise RuntimeError(f"cannot add the global block: missing {missing}, "
+                           f"unexpected {unexpected}")
     return new.to(next(model.parameters()).device)
 
 
