@@ -83,6 +83,10 @@ def add_engine_parsers(sub, positive_int) -> None:
                    metavar="N", help="temporal context: the model also sees N neighbouring "
                    "frames on each side (a frame-wise --init model is expanded to it; "
                    "default 0, or what the starting model already sees)")
+    p.add_argument("--global-context", action="store_true",
+                   help="add the encoder's frame-level block (a summary of the whole frame "
+                   "read at every pixel; an --init model gains it at zero and starts as it "
+                   "was; a model that has it, as the bundled one, keeps it without this)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network (CUDA only; slower start, faster steps)")
     p.add_argument("--save-every", type=int, default=500,
@@ -299,7 +303,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         mode=args.mode, iterations=args.iterations, batch_size=sizes.batch_size,
         crop_size=sizes.crop_size, lr=args.lr, seed=args.seed, device=args.device,
         compile=args.compile, val_every=max(args.iterations // 10, 1) if val else 0,
-        context_frames=context,
+        context_frames=context, global_context=args.global_context or None,
     )
     stop = {"requested": False}
 

@@ -242,6 +242,23 @@ def test_train_with_temporal_context_and_segment_with_it(model, dataset, tmp_pat
     assert summary["frames"] == 11
 
 
+def test_train_global_context_adds_the_frame_level_block(model, dataset, tmp_path):
+    """--global-context on an --init model without the block: the checkpoint has it, learned
+    (it starts at zero), and segment reads the result."""
+    path = tmp_path / "global.pt"
+    assert load_checkpoint(model).model_config["global_context"] is False
+    assert main(["train", str(dataset), "--out", str(path), "--init", str(model),
+                 "--mode", "supervised", "--global-context", *TRAIN]) == 0
+    ckpt = load_checkpoint(path)
+    assert ckpt.model_config["global_context"] is True
+    assert float(ckpt.state_dict["encoder.global_mix.2.weight"].abs().max()) > 0
+    video = next((dataset / "JPEGImages").iterdir())
+    out = tmp_path / "seg"
+    assert main(["segment", str(video), "--model", str(path), "--out", str(out),
+                 "--steps", "1", "--samples", "1", "--device", "cpu"]) == 0
+    assert json.loads((out / "summary.json").read_text())["frames"] == 11
+
+
 @pytest.fixture
 def tiny_init(tmp_path):
     """An untrained tiny checkpoint with the generator's classes."""
