@@ -94,6 +94,8 @@ class Budget:
     # the encoder's frame-level block (ModelConfig.global_context); a phase that turns it on
     # adds it to the start model at zero, so it starts as it was (engine.train)
     global_context: bool = False
+    # TrainOptions.crop_margin (0: crop corners inside the frame, as every phase so far)
+    crop_margin: float = 0.0
 
 
 CPU = Budget(120, 16, (256, 320, 384, 448, 512, 640, 768), 6000, 8, 128, 24, 32, 3)
@@ -326,6 +328,9 @@ def main() -> None:
         high_t_fraction=budget.high_t_fraction,
         context_frames=budget.context_frames or None,
         global_context=budget.global_context or None,
+        # phases 1-9 were trained with crop corners inside the frame only (TrainOptions'
+        # crop_margin came after them): kept so that each phase trains as it did
+        crop_margin=budget.crop_margin,
     )
     resume = None
     if args.resume:

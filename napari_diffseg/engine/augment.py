@@ -19,11 +19,18 @@ def crop_size_for(frames: list[np.ndarray], wanted: int, multiple: int) -> int:
 
 def _crop_corner(
     rng: np.random.Generator, label: np.ndarray | None, shape: tuple[int, int], size: int,
-    foreground: float,
+    foreground: float, margin: float = 0.0,
 ) -> tuple[int, int]:
     """Top-left corner of a crop: uniform, or with probability `foreground` centred (up to a
     random offset) on a pixel of one foreground class of `label` drawn with equal odds per
-    present class, so that a 0.2 %-of-pixels guidewire is cropped as often as the vessels."""
+    present class, so that a 0.2 %-of-pixels guidewire is cropped as often as the vessels.
+
+    `margin` (a share of `size`): the uniform corner is drawn from a range that reaches that
+    far past each side of the frame and is then clipped into it. With 0 a frame's outermost
+    rows and columns are in a crop about `size` times less often than its centre (only the
+    last corner position covers them); with 0.5 about half as often, so that a model trained
+    on crops still learns what the image border (a collimator edge, the detector's rim)
+    looks like."""
     h, w = shape
     if label is not None and foreground > 0 and rng.random() < foreground:
         present = [int(k) for k in np.unique(label[::4, ::4]) if k != 0]
@@ -36,7 +43,9 @@ def _crop_corner(
                 cx += int(rng.integers(-size // 4, size // 4 + 1))
                 return (int(np.clip(cy - size // 2, 0, h - size)),
                         int(np.clip(cx - size // 2, 0, w - size)))
-    return int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+    m = int(round(margin * size))
+    return (int(np.clip(rng.integers(-m, h - size + m + 1), 0, h - size)),
+            int(np.clip(rng.integers(-m, w - size + m + 1), 0, w - size)))
 
 
 def crop_plan(
@@ -46,14 +55,16 @@ def crop_plan(
     batch: int,
     size: int,
     foreground: float = 0.0,
+    margin: float = 0.0,
 ) -> list[tuple[int, int, int, int, bool]]:
     """The random choices of a batch of crops: (frame, top, left, quarter turns, flip) each;
-    `foreground` as in :func:`random_crops`. Apply them with :func:`apply_crops`."""
+    `foreground` as in :func:`random_crops`, `margin` as in :func:`_crop_corner`. Apply them
+    with :func:`apply_crops`."""
     plan = []
     for _ in range(batch):
         i = int(rng.integers(len(images)))
         y, x = _crop_corner(rng, labels[i] if labels is not None else None,
-                            images[i].shape[-2:], size, foreground)
+                            images[i].shape[-2:], size, foreground, margin)
         plan.append((i, y, x, int(rng.integers(4)), bool(rng.integers(2))))
     return plan
 
@@ -78,13 +89,14 @@ def random_crops(
     batch: int,
     size: int,
     foreground: float = 0.0,
+    margin: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Weakly augmented batch: random frame, random crop, random flips and 90° rotation.
     `foreground`: share of the crops centred on a labelled structure (see :func:`_crop_corner`),
-    the rest uniform. images: each (H, W), or (K, H, W) stacks of a frame and its neighbours
-    (cropped alike) -> images (B, size, size) or (B, K, size, size) float32 and labels
-    (B, size, size) int64 (or None)."""
-    plan = crop_plan(rng, images, labels, batch, size, foreground)
+    the rest uniform (`margin`: see :func:`_crop_corner`). images: each (H, W), or (K, H, W)
+    stacks of a frame and its neighbours (cropped alike) -> images (B, size, size) or
+    (B, K, size, size) float32 and labels (B, size, size) int64 (or None)."""
+    plan = crop_plan(rng, images, labels, batch, size, foreground, margin)
     out_img = apply_crops(plan, images, size, np.float32)
     out_lab = apply_crops(plan, labels, size, np.int64) if labels is not None else None
     return out_img, out_lab

@@ -87,6 +87,11 @@ class TrainOptions:
     dice_weight: float = 1.0
     # the recipe for thin, rare classes (a vessel tree is ~4 % of the pixels, a guidewire 0.2 %)
     foreground_crops: float = 0.0  # share of labelled crops centred on a labelled structure
+    # uniform crop corners drawn up to this share of the crop past each side of the frame, then
+    # clipped: the image border is seen about half as often as the centre (with 0, about
+    # crop-size times less often; self-training on one video then let the border drift into
+    # vessel, docs/real-data.md)
+    crop_margin: float = 0.5
     class_weight_power: float = 0.0  # CE weight (median freq / freq) ** power; 0: unweighted
     augment_labelled: bool = False  # photometric augmentation of the labelled crops too
     ema_decay: float = 0.99
@@ -147,6 +152,8 @@ class TrainOptions:
                              f"{self.pseudo_weighting!r}")
         if self.context_frames is not None and not 0 <= self.context_frames <= 4:
             raise ValueError(f"context_frames must be in 0..4, got {self.context_frames}")
+        if not 0.0 <= self.crop_margin <= 1.0:
+            raise ValueError(f"crop_margin must be in [0, 1], got {self.crop_margin}")
         for name in ("shortcut_dropout", "condition_dropout", "high_t_fraction", "label_noise",
                      "label_swap", "context_dropout", "anchor_confidence"):
             if not 0.0 <= getattr(self, name) <= 1.0:
@@ -484,7 +491,8 @@ class Trainer:
         o = self.options
         self.net.train()
         img_l, lab_l = random_crops(self.rng, self.data.images, self.data.labels,
-                                    o.batch_size, self.crop, foreground=o.foreground_crops)
+                                    o.batch_size, self.crop, foreground=o.foreground_crops,
+                                    margin=o.crop_margin)
         x_l = self._input(img_l)
         if o.augment_labelled:
             x_l = strong_intensity(x_l, self.generator)
@@ -497,7 +505,8 @@ class Trainer:
                                                 ignore_index=IGNORE_LABEL)
             # pixels of unknown class (IGNORE_LABEL in noisy pseudo-labels) take no part
             if self.semi:
-                plan = crop_plan(self.rng, self.data.unlabelled, None, o.batch_size, self.crop)
+                plan = crop_plan(self.rng, self.data.unlabelled, None, o.batch_size, self.crop,
+                                 margin=o.crop_margin)
                 x_u = self._input(apply_crops(plan, self.data.unlabelled, self.crop, np.float32))
                 pseudo, weight = self._pseudo_labels(x_u)
                 if self.anchored:
