@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_diffseg.data import SyntheticConfig, generate_sequence
+from napari_diffseg.data import DEFAULT_CLASSES, SyntheticConfig, generate_sequence
 from napari_diffseg.data.sequences import DEFAULT_NORMALISATION, SparseDataset
 from napari_diffseg.engine.checkpoint import (
     Checkpoint,
@@ -19,7 +19,6 @@ from napari_diffseg.engine.checkpoint import (
 from napari_diffseg.engine.training import TrainOptions, train
 from napari_diffseg.model import DiffSegNet, ModelConfig, add_global_context
 
-CLASSES = {0: "background", 1: "vessel", 2: "catheter", 3: "guidewire"}
 TINY = ModelConfig(num_classes=4, width=8, depth=2, label_width=8, label_blocks=1,
                    time_dim=16, denoiser_stride=2, encoder_stride=1)
 
@@ -62,11 +61,11 @@ def test_the_block_adds_one_value_per_channel_for_the_whole_frame():
 def test_training_with_the_block_learns_it_and_the_checkpoint_keeps_it(tmp_path):
     torch.manual_seed(0)
     start = save_checkpoint(tmp_path / "start.pt", Checkpoint(
-        TINY.to_dict(), DiffSegNet(TINY).state_dict(), CLASSES, dict(DEFAULT_NORMALISATION),
-        {"timesteps": 10}))
+        TINY.to_dict(), DiffSegNet(TINY).state_dict(), dict(DEFAULT_CLASSES),
+        dict(DEFAULT_NORMALISATION), {"timesteps": 10}))
     seq = generate_sequence(SyntheticConfig(size=64, frames=4, seed=3))
     data = SparseDataset(images=list(seq.frames.astype(np.float32) / 255.0),
-                         labels=list(seq.labels), classes=dict(CLASSES))
+                         labels=list(seq.labels), classes=dict(DEFAULT_CLASSES))
     options = TrainOptions(mode="supervised", iterations=6, batch_size=2, crop_size=32,
                            lr=1e-3, val_every=0, device="cpu", global_context=True)
     result = train(data, options, init=load_checkpoint(start))
@@ -87,8 +86,8 @@ def test_a_checkpoint_written_before_the_block_loads_without_it(tmp_path):
     config = TINY.to_dict()
     del config["global_context"]
     path = save_checkpoint(tmp_path / "old.pt", Checkpoint(
-        config, DiffSegNet(TINY).state_dict(), CLASSES, dict(DEFAULT_NORMALISATION),
-        {"timesteps": 10}))
+        config, DiffSegNet(TINY).state_dict(), dict(DEFAULT_CLASSES),
+        dict(DEFAULT_NORMALISATION), {"timesteps": 10}))
     ckpt = load_checkpoint(path)
     assert ckpt.model_config["global_context"] is False
     assert build_model(ckpt).encoder.global_mix is None
@@ -98,7 +97,7 @@ def test_a_checkpoint_written_before_the_block_loads_without_it(tmp_path):
 def test_a_new_model_has_the_block_only_when_asked(flag):
     seq = generate_sequence(SyntheticConfig(size=32, frames=2, seed=1))
     data = SparseDataset(images=list(seq.frames.astype(np.float32) / 255.0),
-                         labels=list(seq.labels), classes=dict(CLASSES))
+                         labels=list(seq.labels), classes=dict(DEFAULT_CLASSES))
     result = train(data, TrainOptions(mode="supervised", iterations=1, batch_size=1,
                                       crop_size=32, val_every=0, device="cpu",
                                       global_context=flag), model_config=TINY)
