@@ -23,3 +23,84 @@ def test_the_threshold_scales_with_the_frame_area():
     assert min_component_pixels(64, (512, 512)) == 64
     assert min_component_pixels(64, (1024, 1024)) == 256
     assert min_component_pixels(64, (64, 64)) == 1
+
+
+# -- the guidewire the contrast bolus hides -------------------------------------------------
+from napari_diffseg.data import DEFAULT_CLASSES, SyntheticConfig, generate_sequence  # noqa: E402
+from napari_diffseg.engine.postprocess import hidden_wire_classes, keep_hidden_wire  # noqa: E402
+
+WIRE, VESSEL = 3, 1
+
+
+def _bolus_video(before=3, during=4, after=3, size=128):
+    """Labels as a model gives them: a 1 px wire seen in the frames before and after the
+    bolus; during it a 9 px wide vessel covers the wire's left half, and the model, seeing
+    only dark iodine there, labels that half vessel (the right half stays wire)."""
+    n = before + during + after
+    labels = np.zeros((n, size, size), np.uint8)
+    labels[:, 20:110, 60] = WIRE
+    for t in range(before, before + during):
+        labels[t, 20:110, 56:65] = VESSEL
+        labels[t, 20:70, 60] = VESSEL   # the hidden half
+        labels[t, 70:110, 60] = WIRE    # the half outside the contrast, still seen
+    return labels
+
+
+def test_the_wire_hidden_by_the_bolus_is_kept_inside_the_vessel_only():
+    labels = _bolus_video()
+    out = keep_hidden_wire(labels, WIRE, VESSEL)
+    for t in range(3, 7):
+        # the hidden half is back (but for the pixel next to the wire the frame shows: that
+        # is the same wire, within WIRE_GAP)
+        assert (out[t, 20:69, 60] == WIRE).all(), t
+        assert (out[t, 70:110, 60] == WIRE).all()
+        assert 89 <= np.count_nonzero(out[t] == WIRE) <= 90  # one 1 px line, nothing else
+        assert (out[t, 20:110, 56:60] == VESSEL).all()  # the rest of the vessel stays
+    assert (out[:3] == labels[:3]).all() and (out[7:] == labels[7:]).all()
+    assert (labels[4, 20:70, 60] == VESSEL).all()  # the input is not modified
+
+
+def test_a_wire_not_seen_on_both_sides_or_too_short_is_not_carried():
+    labels = _bolus_video()
+    # seen before the bolus only (the video ends while the contrast is in)
+    cut = labels[:7]
+    assert (keep_hidden_wire(cut, WIRE, VESSEL) == cut).all()
+    # a short false wire (40 px at 128 px = 640 at 512, but 10 px = 160 at 512 < 200)
+    short = np.zeros_like(labels)
+    short[:, 30:40, 60] = WIRE
+    short[3:7, 28:42, 56:65] = VESSEL
+    assert (keep_hidden_wire(short, WIRE, VESSEL) == short).all()
+    # fewer than 3 frames, or a frame alone
+    assert (keep_hidden_wire(labels[:2], WIRE, VESSEL) == labels[:2]).all()
+    assert (keep_hidden_wire(labels[4], WIRE, VESSEL) == labels[4]).all()
+
+
+def test_hidden_wire_classes_come_from_the_class_names():
+    assert hidden_wire_classes(DEFAULT_CLASSES) == (3, 1)
+    assert hidden_wire_classes({0: "background", 1: "Vessel", 5: "Guidewire"}) == (5, 1)
+    assert hidden_wire_classes({0: "background", 1: "vessel", 2: "catheter"}) is None
+
+
+def test_on_a_generated_video_the_hidden_wire_comes_back():
+    """The generator labels the wire inside the contrast-filled lumen, where no frame shows
+    it. Labels as a model gives them (the wire pixels inside the vessel called vessel in the
+    frames full of contrast) regain most of that wire, and nothing off the wire."""
+    cfg = SyntheticConfig(size=256, frames=20, seed=200_003, guidewire=True)
+    seq = generate_sequence(cfg)
+    truth = seq.labels
+    from scipy import ndimage
+    model = truth.copy()
+    vessel_area = (truth == VESSEL).sum(axis=(1, 2))
+    full = vessel_area > 0.5 * vessel_area.max()
+    hidden = np.zeros_like(truth, dtype=bool)
+    for t in np.flatnonzero(full):
+        inside = (truth[t] == WIRE) & ndimage.binary_dilation(truth[t] == VESSEL, iterations=2)
+        model[t][inside] = VESSEL
+        hidden[t] = inside
+    assert full.sum() >= 4 and hidden.sum() > 200  # the test has something to find
+    out = keep_hidden_wire(model, WIRE, VESSEL)
+    back = (out == WIRE) & hidden
+    assert back.sum() > 0.4 * hidden.sum()  # 56 % measured
+    added = (out == WIRE) & (model != WIRE)
+    near_truth = ndimage.binary_dilation(truth == WIRE, iterations=3, structure=np.ones((1, 3, 3)))
+    assert (added & ~near_truth).sum() < 0.05 * added.sum()  # 0 measured
