@@ -305,3 +305,42 @@ def test_adapt_writes_a_model_from_zero_or_some_corrected_frames(
     assert ckpt.metrics["pseudo_labels"]["verified"] == (0 if labels_as == "none" else 1)
     assert ckpt.data_summary["unlabelled_frames"] == (6 if labels_as == "none" else 5)
     assert "saved" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_segment_keeps_the_wire_the_bolus_hides(model, tmp_path, monkeypatch, keep):
+    """The labels segment writes are the model's with the hidden-wire step applied (unless
+    --no-hidden-wire), and summary.json names the frames it changed. The model's labels are
+    replaced by a known bolus pattern: a wire seen in frames 0-2 and 7-9, covered by a
+    vessel the model calls vessel in frames 3-6."""
+    from dataclasses import replace
+
+    import napari_diffseg.engine.inference as inference
+
+    pattern = np.zeros((10, 64, 64), np.uint8)
+    pattern[:, 8:56, 30] = 3
+    pattern[3:7, 8:56, 28:33] = 1
+    real = inference.iter_segment
+
+    def model_answer(*args, **kwargs):
+        for chunk in real(*args, **kwargs):
+            yield replace(chunk, labels=pattern[chunk.indices])
+
+    monkeypatch.setattr(inference, "iter_segment", model_answer)
+    frames = np.random.default_rng(1).integers(0, 255, (10, 64, 64), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "run.tif", frames)
+    out = tmp_path / "seg"
+    extra = [] if keep else ["--no-hidden-wire"]
+    assert main(["segment", str(tmp_path / "run.tif"), "--model", str(model), "--out", str(out),
+                 "--uncertainty", "samples", "--steps", "1", "--samples", "1",
+                 "--device", "cpu", "--quiet", *extra]) == 0
+    written = np.stack([np.asarray(Image.open(p))
+                        for p in sorted((out / "labels").glob("*.png"))])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["hidden_wire"]["kept"] is keep
+    if keep:
+        assert (written[3:7, 8:56, 30] == 3).all()
+        assert (written[3:7, 8:56, 28] == 1).all()
+        assert len(summary["hidden_wire"]["frames"]) == 4
+    else:
+        assert (written == pattern).all() and summary["hidden_wire"]["frames"] == []
