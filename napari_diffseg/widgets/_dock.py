@@ -105,6 +105,7 @@ class DiffSegWidget(QWidget):
         self._resegmenting = False  # the running segmentation came from the Fine-tune tab
         self._fitted = False  # the view is refitted once the dock is shown
         self._calibrated = None  # the running segmentation's calibration (_jobs.Calibrated)
+        self._hidden_wire_frames: list[int] = []  # frames the hidden-wire step wrote
         self.reviewing = ReviewController(self)
         self.propagating = PropagateController(self)
         self.history = ModelHistoryController(self)
@@ -474,6 +475,7 @@ class DiffSegWidget(QWidget):
         )
         self.segment_worker = worker
         self._calibrated = None
+        self._hidden_wire_frames = []
         self._seg_started = time.perf_counter()
         self.seg_progress.setRange(0, len(indices))
         self.seg_progress.setValue(0)
@@ -521,6 +523,10 @@ class DiffSegWidget(QWidget):
                 f"{', '.join(map(str, item.frames))}: temperature {item.temperature:.2f}; "
                 f"segmenting on {self._device_text}…")
             return
+        if isinstance(item, _jobs.HiddenWire):
+            written = session.apply_hidden_wire(item, shown=self.current_frame())
+            self._hidden_wire_frames = written
+            return
         session.apply_chunk(item, shown=self.current_frame())
         self._last_chunk = item
         if not self._segment_ui.isActive():
@@ -567,9 +573,14 @@ class DiffSegWidget(QWidget):
                 calibrated = (f"; uncertainty calibrated on {n} verified frame"
                               f"{'s' if n > 1 else ''} (temperature "
                               f"{self._calibrated.temperature:.2f})")
+            wire = ""
+            if self._hidden_wire_frames:
+                k = len(self._hidden_wire_frames)
+                wire = (f"; guidewire kept under the contrast in {k} frame"
+                        f"{'s' if k > 1 else ''}")
             self.seg_status.setText(
                 f"done: {total} frames in {time.perf_counter() - self._seg_started:.1f} s"
-                + calibrated)
+                + calibrated + wire)
         self.segment_worker = None
         self._resegmenting = False
         self._set_segmenting(False)

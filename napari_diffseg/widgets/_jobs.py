@@ -41,6 +41,42 @@ class Calibrated:
     frames: list[int]
 
 
+@dataclass
+class HiddenWire:
+    """Yielded last by a segmentation job that ran to its end: the frames whose labels
+    gained the guidewire the contrast bolus hides
+    (:func:`~napari_diffseg.engine.postprocess.keep_hidden_wire`) and their new labels
+    (k, H, W); the dock writes them where the user has not."""
+
+    indices: list[int]
+    labels: np.ndarray
+
+
+def hidden_wire_update(labels: np.ndarray, indices, classes) -> HiddenWire | None:
+    """Run keep_hidden_wire over each run of consecutive frames in `indices` of `labels`
+    (T, H, W) (the frames one segmentation wrote); None when no frame changes or the
+    classes have no guidewire and vessel."""
+    from napari_diffseg.engine.postprocess import hidden_wire_classes, keep_hidden_wire
+
+    wire = hidden_wire_classes(classes)
+    if wire is None or len(indices) < 3:
+        return None
+    order = sorted(int(i) for i in indices)
+    runs, start = [], 0
+    for k in range(1, len(order) + 1):
+        if k == len(order) or order[k] != order[k - 1] + 1:
+            runs.append(order[start:k])
+            start = k
+    changed, new = [], []
+    for run in runs:
+        kept = keep_hidden_wire(labels[run], *wire)
+        for k, frame in enumerate(run):
+            if (kept[k] != labels[frame]).any():
+                changed.append(frame)
+                new.append(kept[k])
+    return HiddenWire(changed, np.stack(new)) if changed else None
+
+
 #: at most this many verified frames calibrate a segmentation (spread over the video): the
 #: fit segments them once more, and a few frames already fix one number
 CALIBRATION_FRAMES = 4
@@ -144,14 +180,22 @@ def segment_job(
         yield Calibrated(float(temperature), [int(v) for v in verified])
         if stop is not None and stop.is_set():
             return
+    labels = np.zeros(np.shape(frames)[:3], dtype=np.uint8)
     try:
-        yield from iter_segment(
+        for chunk in iter_segment(
             model, frames, normalisation=ckpt.normalisation,
             timesteps=timesteps, options=options,
             indices=indices, should_stop=None if stop is None else stop.is_set,
-        )
+        ):
+            labels[chunk.indices] = chunk.labels
+            yield chunk
     except Cancelled:  # a normal end for the worker (superqt treats RuntimeErrors specially)
         return
+    if stop is not None and stop.is_set():
+        return
+    update = hidden_wire_update(labels, indices, ckpt.classes)
+    if update is not None:
+        yield update
 
 
 def save_job(snapshot: dict) -> Path:

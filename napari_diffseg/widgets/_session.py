@@ -281,6 +281,23 @@ class AnnotationSession:
         self.dirty_state = self.dirty_uncertainty = True
         return written
 
+    def apply_hidden_wire(self, item, shown: int | None = None) -> list[int]:
+        """Put a segmentation's :class:`~napari_diffseg.widgets._jobs.HiddenWire` frames
+        into the labels layer, except those the user has verified or painted (protected).
+        Returns the frames written."""
+        self.ensure_layers()
+        labels = self.labels_layer.data
+        written = []
+        for k, frame in enumerate(item.indices):
+            if self.protected(frame):
+                continue
+            labels[frame] = item.labels[k]
+            written.append(frame)
+            self.dirty_frames.add(frame)
+        if written and (shown is None or shown in written):
+            self.labels_layer.refresh()
+        return written
+
     def model_name(self, path: str | Path | None) -> str | None:
         """How the project names a checkpoint: its history id, "bundled", or its path."""
         return model_name(path, self.project_dir)

@@ -296,3 +296,40 @@ def test_every_push_button_is_connected_without_its_checked_flag():
                     and node.value.attr == "clicked"):
                 assert source.name == "_signals.py", (
                     f"{source.name}:{node.lineno} connects clicked directly; use on_click")
+
+
+def test_segment_keeps_the_hidden_wire_but_not_over_a_verified_frame(
+    make_napari_viewer, qtbot, video_file, tiny_checkpoint, monkeypatch
+):
+    """After the last frame the job runs the hidden-wire step over what it segmented; the
+    dock writes the frames it changed, except the one the user verified. The model's answer
+    is replaced by a known bolus pattern (wire seen in frames 0-1 and 6-7, covered by a
+    vessel the model calls vessel in frames 2-5)."""
+    from dataclasses import replace
+
+    import napari_diffseg.engine.inference as inference
+
+    pattern = np.zeros((8, 64, 64), np.uint8)
+    pattern[:, 8:56, 30] = 3
+    pattern[2:6, 8:56, 28:33] = 1
+    real = inference.iter_segment
+
+    def model_answer(*args, **kwargs):
+        for chunk in real(*args, **kwargs):
+            yield replace(chunk, labels=pattern[chunk.indices])
+
+    monkeypatch.setattr(inference, "iter_segment", model_answer)
+    path, _, _ = video_file
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, path, tiny_checkpoint)
+    _segment(qtbot, dock)
+    labels = labels_of(viewer, "run1").data
+    assert (labels[2:6, 8:56, 30] == 3).all()
+    assert "guidewire kept under the contrast in 4 frames" in dock.seg_status.text()
+    # the user verifies frame 3 as the model left it the first time (vessel over the wire)
+    labels[3] = pattern[3]
+    dock.toggle_verified(3)
+    _segment(qtbot, dock)
+    labels = labels_of(viewer, "run1").data
+    assert (labels[3] == pattern[3]).all()
+    assert (labels[[2, 4, 5], 8:56, 30] == 3).all()
