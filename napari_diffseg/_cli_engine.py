@@ -145,10 +145,11 @@ def add_engine_parsers(sub, positive_int) -> None:
                    help="label components smaller than this many pixels (at 512 x 512, "
                    "scaled with the frame area) become background; 0: the plain argmax "
                    f"(default {DEFAULT_MIN_COMPONENT})")
-    p.add_argument("--no-hidden-wire", dest="hidden_wire", action="store_false",
-                   help="do not keep the guidewire labelled where the contrast bolus hides it "
-                   "(by default a wire seen before and after the bolus is carried through the "
-                   "frames in between, inside their vessel)")
+    p.add_argument("--no-wire-tracking", dest="wire_tracking", action="store_false",
+                   help="judge the guidewire frame by frame; by default, once every frame is "
+                   "done, a wire seen before and after the contrast bolus is kept in the "
+                   "frames between, inside their vessel, and a wire no frame shows outside "
+                   "the vessel becomes vessel")
     p.add_argument("--mosxav", action="store_true",
                    help="write the labels in MOSXAV's layout: OUT/Annotations_Semantic/<seq>/ "
                    "and OUT/labels.json, in the source's mask encoding (see --encoding)")
@@ -456,7 +457,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 def cmd_segment(args: argparse.Namespace) -> int:
     from napari_diffseg.engine.device import device_description, precision_name
     from napari_diffseg.engine.inference import iter_segment, load_for_inference, review_options
-    from napari_diffseg.engine.postprocess import hidden_wire_classes, keep_hidden_wire
+    from napari_diffseg.engine.postprocess import hidden_wire_classes, track_wire
     from napari_diffseg.io import (
         atomic_path,
         check_writable_folder,
@@ -501,12 +502,16 @@ def cmd_segment(args: argparse.Namespace) -> int:
             bar.update(chunk.done - bar.n)
     finally:
         bar.close()
-    wire = hidden_wire_classes(ckpt.classes) if args.hidden_wire else None
-    hidden_wire_frames = []
+    wire = hidden_wire_classes(ckpt.classes) if args.wire_tracking else None
+    tracking = {"applied": wire is not None, "kept_hidden": [], "dropped": []}
     if wire is not None:
-        kept = keep_hidden_wire(labels, *wire)
-        hidden_wire_frames = [names[i] for i in range(n) if (kept[i] != labels[i]).any()]
-        labels = kept
+        tracked = track_wire(labels, *wire)
+        for i in range(n):
+            change = int(np.count_nonzero(tracked[i] == wire[0])) - int(
+                np.count_nonzero(labels[i] == wire[0]))
+            if change:
+                tracking["kept_hidden" if change > 0 else "dropped"].append(names[i])
+        labels = tracked
     seconds = time.perf_counter() - t0
     if args.mosxav:
         encoding = args.encoding or video.meta.extra.get("mask_encoding")
@@ -527,7 +532,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "device": device,
         "precision": precision_name(model_device, args.precision),
-        "hidden_wire": {"kept": wire is not None, "frames": hidden_wire_frames},
+        "wire_tracking": tracking,
         "timings": {"total_s": time.perf_counter() - t0, "segment_s": seconds,
                     "per_frame_s": seconds / max(n, 1)},
         "frame_scores": {names[i]: float(scores[i]) for i in range(len(names))},

@@ -309,17 +309,40 @@ def test_adapt_writes_a_model_from_zero_or_some_corrected_frames(
 
 @pytest.mark.parametrize("keep", [True, False])
 def test_segment_keeps_the_wire_the_bolus_hides(model, tmp_path, monkeypatch, keep):
-    """The labels segment writes are the model's with the hidden-wire step applied (unless
-    --no-hidden-wire), and summary.json names the frames it changed. The model's labels are
+    """The labels segment writes are the model's with the wire tracking applied (unless
+    --no-wire-tracking), and summary.json names the frames it changed. The model's labels are
     replaced by a known bolus pattern: a wire seen in frames 0-2 and 7-9, covered by a
     vessel the model calls vessel in frames 3-6."""
+    pattern = np.zeros((10, 64, 64), np.uint8)
+    pattern[:, 8:56, 30] = 3
+    pattern[3:7, 8:56, 28:33] = 1
+    written, tracking = _segment_pattern(model, tmp_path, monkeypatch, pattern,
+                                         [] if keep else ["--no-wire-tracking"])
+    assert tracking["applied"] is keep and tracking["dropped"] == []
+    if keep:
+        assert (written[3:7, 8:56, 30] == 3).all()
+        assert (written[3:7, 8:56, 28] == 1).all()
+        assert len(tracking["kept_hidden"]) == 4
+    else:
+        assert (written == pattern).all() and tracking["kept_hidden"] == []
+
+
+def test_segment_drops_a_wire_no_frame_shows_outside_the_vessel(model, tmp_path, monkeypatch):
+    pattern = np.zeros((10, 64, 64), np.uint8)
+    pattern[:, 8:56, 28:33] = 1
+    pattern[4:7, 10:50, 30] = 3  # a wire guessed along the vessel's centreline
+    written, tracking = _segment_pattern(model, tmp_path, monkeypatch, pattern, [])
+    assert not (written == 3).any() and (written[4:7, 10:50, 30] == 1).all()
+    assert len(tracking["dropped"]) == 3 and tracking["kept_hidden"] == []
+
+
+def _segment_pattern(model, tmp_path, monkeypatch, pattern, extra):
+    """Run `segment` on a random 64 px video with the model's labels replaced by `pattern`
+    (the rest of the run is real); returns (the label maps written, summary["wire_tracking"])."""
     from dataclasses import replace
 
     import napari_diffseg.engine.inference as inference
 
-    pattern = np.zeros((10, 64, 64), np.uint8)
-    pattern[:, 8:56, 30] = 3
-    pattern[3:7, 8:56, 28:33] = 1
     real = inference.iter_segment
 
     def model_answer(*args, **kwargs):
@@ -327,20 +350,12 @@ def test_segment_keeps_the_wire_the_bolus_hides(model, tmp_path, monkeypatch, ke
             yield replace(chunk, labels=pattern[chunk.indices])
 
     monkeypatch.setattr(inference, "iter_segment", model_answer)
-    frames = np.random.default_rng(1).integers(0, 255, (10, 64, 64), dtype=np.uint8)
+    frames = np.random.default_rng(1).integers(0, 255, pattern.shape, dtype=np.uint8)
     tifffile.imwrite(tmp_path / "run.tif", frames)
     out = tmp_path / "seg"
-    extra = [] if keep else ["--no-hidden-wire"]
     assert main(["segment", str(tmp_path / "run.tif"), "--model", str(model), "--out", str(out),
                  "--uncertainty", "samples", "--steps", "1", "--samples", "1",
                  "--device", "cpu", "--quiet", *extra]) == 0
     written = np.stack([np.asarray(Image.open(p))
                         for p in sorted((out / "labels").glob("*.png"))])
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["hidden_wire"]["kept"] is keep
-    if keep:
-        assert (written[3:7, 8:56, 30] == 3).all()
-        assert (written[3:7, 8:56, 28] == 1).all()
-        assert len(summary["hidden_wire"]["frames"]) == 4
-    else:
-        assert (written == pattern).all() and summary["hidden_wire"]["frames"] == []
+    return written, json.loads((out / "summary.json").read_text())["wire_tracking"]

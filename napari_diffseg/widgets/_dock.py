@@ -105,7 +105,8 @@ class DiffSegWidget(QWidget):
         self._resegmenting = False  # the running segmentation came from the Fine-tune tab
         self._fitted = False  # the view is refitted once the dock is shown
         self._calibrated = None  # the running segmentation's calibration (_jobs.Calibrated)
-        self._hidden_wire_frames: list[int] = []  # frames the hidden-wire step wrote
+        # frames the wire tracking wrote: (wire kept under the contrast, wire dropped)
+        self._wire_frames: tuple[list[int], list[int]] = ([], [])
         self.reviewing = ReviewController(self)
         self.propagating = PropagateController(self)
         self.history = ModelHistoryController(self)
@@ -475,7 +476,7 @@ class DiffSegWidget(QWidget):
         )
         self.segment_worker = worker
         self._calibrated = None
-        self._hidden_wire_frames = []
+        self._wire_frames = ([], [])
         self._seg_started = time.perf_counter()
         self.seg_progress.setRange(0, len(indices))
         self.seg_progress.setValue(0)
@@ -523,9 +524,11 @@ class DiffSegWidget(QWidget):
                 f"{', '.join(map(str, item.frames))}: temperature {item.temperature:.2f}; "
                 f"segmenting on {self._device_text}…")
             return
-        if isinstance(item, _jobs.HiddenWire):
-            written = session.apply_hidden_wire(item, shown=self.current_frame())
-            self._hidden_wire_frames = written
+        if isinstance(item, _jobs.WireTracked):
+            written = set(session.apply_wire_tracking(item, shown=self.current_frame()))
+            self._wire_frames = ([f for f in item.gained if f in written],
+                                 [f for f in item.indices if f in written
+                                  and f not in item.gained])
             return
         session.apply_chunk(item, shown=self.current_frame())
         self._last_chunk = item
@@ -574,10 +577,12 @@ class DiffSegWidget(QWidget):
                               f"{'s' if n > 1 else ''} (temperature "
                               f"{self._calibrated.temperature:.2f})")
             wire = ""
-            if self._hidden_wire_frames:
-                k = len(self._hidden_wire_frames)
-                wire = (f"; guidewire kept under the contrast in {k} frame"
-                        f"{'s' if k > 1 else ''}")
+            kept, dropped = (len(f) for f in self._wire_frames)
+            if kept:
+                wire += f"; guidewire kept under the contrast in {kept} frame{'s' * (kept > 1)}"
+            if dropped:
+                wire += (f"; a guidewire never seen outside the vessel dropped in {dropped} "
+                         f"frame{'s' * (dropped > 1)}")
             self.seg_status.setText(
                 f"done: {total} frames in {time.perf_counter() - self._seg_started:.1f} s"
                 + calibrated + wire)

@@ -42,21 +42,23 @@ class Calibrated:
 
 
 @dataclass
-class HiddenWire:
-    """Yielded last by a segmentation job that ran to its end: the frames whose labels
-    gained the guidewire the contrast bolus hides
-    (:func:`~napari_diffseg.engine.postprocess.keep_hidden_wire`) and their new labels
-    (k, H, W); the dock writes them where the user has not."""
+class WireTracked:
+    """Yielded last by a segmentation job that ran to its end: the frames whose guidewire
+    the whole-video step changed (:func:`~napari_diffseg.engine.postprocess.track_wire`:
+    kept where the contrast bolus hides it, dropped where no frame shows it outside the
+    vessel), their new labels (k, H, W) and how many of them gained wire pixels; the dock
+    writes them where the user has not."""
 
     indices: list[int]
     labels: np.ndarray
+    gained: list[int] = field(default_factory=list)
 
 
-def hidden_wire_update(labels: np.ndarray, indices, classes) -> HiddenWire | None:
-    """Run keep_hidden_wire over each run of consecutive frames in `indices` of `labels`
+def wire_tracking_update(labels: np.ndarray, indices, classes) -> WireTracked | None:
+    """Run track_wire over each run of consecutive frames in `indices` of `labels`
     (T, H, W) (the frames one segmentation wrote); None when no frame changes or the
     classes have no guidewire and vessel."""
-    from napari_diffseg.engine.postprocess import hidden_wire_classes, keep_hidden_wire
+    from napari_diffseg.engine.postprocess import hidden_wire_classes, track_wire
 
     wire = hidden_wire_classes(classes)
     if wire is None or len(indices) < 3:
@@ -67,14 +69,17 @@ def hidden_wire_update(labels: np.ndarray, indices, classes) -> HiddenWire | Non
         if k == len(order) or order[k] != order[k - 1] + 1:
             runs.append(order[start:k])
             start = k
-    changed, new = [], []
+    changed, new, gained = [], [], []
     for run in runs:
-        kept = keep_hidden_wire(labels[run], *wire)
+        tracked = track_wire(labels[run], *wire)
         for k, frame in enumerate(run):
-            if (kept[k] != labels[frame]).any():
+            if (tracked[k] != labels[frame]).any():
                 changed.append(frame)
-                new.append(kept[k])
-    return HiddenWire(changed, np.stack(new)) if changed else None
+                new.append(tracked[k])
+                if np.count_nonzero(tracked[k] == wire[0]) > np.count_nonzero(
+                        labels[frame] == wire[0]):
+                    gained.append(frame)
+    return WireTracked(changed, np.stack(new), gained) if changed else None
 
 
 #: at most this many verified frames calibrate a segmentation (spread over the video): the
@@ -193,7 +198,7 @@ def segment_job(
         return
     if stop is not None and stop.is_set():
         return
-    update = hidden_wire_update(labels, indices, ckpt.classes)
+    update = wire_tracking_update(labels, indices, ckpt.classes)
     if update is not None:
         yield update
 

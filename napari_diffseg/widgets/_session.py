@@ -281,8 +281,8 @@ class AnnotationSession:
         self.dirty_state = self.dirty_uncertainty = True
         return written
 
-    def apply_hidden_wire(self, item, shown: int | None = None) -> list[int]:
-        """Put a segmentation's :class:`~napari_diffseg.widgets._jobs.HiddenWire` frames
+    def apply_wire_tracking(self, item, shown: int | None = None) -> list[int]:
+        """Put a segmentation's :class:`~napari_diffseg.widgets._jobs.WireTracked` frames
         into the labels layer, except those the user has verified or painted (protected).
         Returns the frames written."""
         self.ensure_layers()

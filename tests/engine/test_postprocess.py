@@ -27,7 +27,12 @@ def test_the_threshold_scales_with_the_frame_area():
 
 # -- the guidewire the contrast bolus hides -------------------------------------------------
 from napari_diffseg.data import DEFAULT_CLASSES, SyntheticConfig, generate_sequence  # noqa: E402
-from napari_diffseg.engine.postprocess import hidden_wire_classes, keep_hidden_wire  # noqa: E402
+from napari_diffseg.engine.postprocess import (  # noqa: E402
+    drop_unseen_wire,
+    hidden_wire_classes,
+    keep_hidden_wire,
+    track_wire,
+)
 
 WIRE, VESSEL = 3, 1
 
@@ -104,3 +109,26 @@ def test_on_a_generated_video_the_hidden_wire_comes_back():
     added = (out == WIRE) & (model != WIRE)
     near_truth = ndimage.binary_dilation(truth == WIRE, iterations=3, structure=np.ones((1, 3, 3)))
     assert (added & ~near_truth).sum() < 0.05 * added.sum()  # 0 measured
+
+
+def test_a_wire_no_frame_shows_outside_the_vessel_becomes_vessel():
+    """The network sometimes draws a wire along the centreline of a contrast-filled vessel
+    in a video without any (its training labels put wires in lumens). No frame shows such
+    a wire outside the vessel; a real one is seen outside it before the bolus."""
+    guess = np.zeros((6, 128, 128), np.uint8)
+    guess[:, 20:110, 56:65] = VESSEL
+    guess[2:5, 30:100, 60] = WIRE            # only ever inside the vessel
+    guess[3, 100:104, 70] = WIRE              # 4 px outside: 64 at 512, under the 100
+    out = drop_unseen_wire(guess, WIRE, VESSEL)
+    assert not (out == WIRE).any()
+    assert (out[2:5, 30:100, 60] == VESSEL).all() and (out[3, 100:104, 70] == 0).all()
+    assert (guess[2, 30:100, 60] == WIRE).all()  # the input is not modified
+    # a wire seen outside the vessel in one frame (90 px, over 100 at 512 = 6 px at 128)
+    real = guess.copy()
+    real[0, 20:110, 100] = WIRE
+    assert (drop_unseen_wire(real, WIRE, VESSEL) == real).all()
+    # the bolus video's wire is seen outside the vessel before the bolus: tracking keeps it
+    # and restores its hidden half
+    bolus = _bolus_video()
+    assert (track_wire(bolus, WIRE, VESSEL) == keep_hidden_wire(bolus, WIRE, VESSEL)).all()
+    assert (drop_unseen_wire(guess[:2], WIRE, VESSEL) == guess[:2]).all()  # too few frames

@@ -298,10 +298,10 @@ def test_every_push_button_is_connected_without_its_checked_flag():
                     f"{source.name}:{node.lineno} connects clicked directly; use on_click")
 
 
-def test_segment_keeps_the_hidden_wire_but_not_over_a_verified_frame(
+def test_segment_tracks_the_wire_but_not_over_a_verified_frame(
     make_napari_viewer, qtbot, video_file, tiny_checkpoint, monkeypatch
 ):
-    """After the last frame the job runs the hidden-wire step over what it segmented; the
+    """After the last frame the job runs the wire tracking over what it segmented; the
     dock writes the frames it changed, except the one the user verified. The model's answer
     is replaced by a known bolus pattern (wire seen in frames 0-1 and 6-7, covered by a
     vessel the model calls vessel in frames 2-5)."""
