@@ -170,6 +170,11 @@ def add_engine_parsers(sub, positive_int) -> None:
     p.add_argument("--device", default="auto", help=device_help)
     p.add_argument("--min-component", type=int, default=None,
                    help=f"speck threshold as for segment (default {DEFAULT_MIN_COMPONENT})")
+    p.add_argument("--no-wire-tracking", dest="wire_tracking", action="store_false",
+                   help="segment and score only the annotated frames, without segment's "
+                   "whole-video guidewire tracking (faster on sparsely annotated videos; by "
+                   "default every frame of an annotated video is segmented, so the scores "
+                   "are those of segment's labels)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_quiet(p)
     p.set_defaults(func=cmd_evaluate)
@@ -555,6 +560,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.evaluation import evaluate_videos
     from napari_diffseg.engine.inference import load_for_inference, review_options
+    from napari_diffseg.engine.postprocess import hidden_wire_classes
     from napari_diffseg.io import read_sequences
 
     model_path = _model_path(args.model)
@@ -562,11 +568,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, ckpt = load_for_inference(model_path, args.device)
     status(f"reading {args.data} ...", quiet=args.quiet)
     videos = read_sequences(args.data, split=args.split)
-    total = sum(len(v.labelled) for v in videos)
+    annotated = sum(len(v.labelled) for v in videos)
+    scored = [v for v in videos if v.labels is not None and v.labelled]
+    tracking = args.wire_tracking and hidden_wire_classes(ckpt.classes) is not None
+    total = sum(len(v.frames) for v in scored) if tracking else annotated
     model_device = next(model.parameters()).device
-    status(f"segmenting the {total} annotated frames of {len(videos)} sequence(s) on "
-           f"{device_description(model_device)} ({_review_line(args, model_device)}) ...",
-           quiet=args.quiet)
+    which = (f"all {total} frames of the {len(scored)} annotated sequence(s), to track the "
+             f"guidewire as segment does; {annotated} annotated" if tracking else
+             f"the {total} annotated frames of {len(videos)} sequence(s)")
+    status(f"segmenting {which}, on {device_description(model_device)} "
+           f"({_review_line(args, model_device)}) ...", quiet=args.quiet)
     bar = progress_bar(total, "evaluate", unit="frame", quiet=args.quiet)
 
     def progress(done: int, _total: int) -> None:
@@ -578,7 +589,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                                 samples=args.samples, seed=args.seed,
                                                 min_component=_min_component(args),
                                                 precision=args.precision),
-                                 progress=progress)
+                                 progress=progress, wire_tracking=args.wire_tracking)
     finally:
         bar.close()
     if args.json:

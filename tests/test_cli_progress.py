@@ -54,15 +54,19 @@ def test_train_prints_progress_lines_with_rate_and_total_without_a_terminal(
     assert "reading" in err and "building the model" in err
 
 
-@pytest.mark.parametrize("command", ["segment", "evaluate"])
+@pytest.mark.parametrize("command", ["segment", "evaluate", "evaluate-annotated"])
 def test_segment_and_evaluate_print_frames_per_second(command, dataset, model, tmp_path,
                                                       capsys):
     if command == "segment":
         argv = ["segment", str(dataset / "JPEGImages" / "seq000"), "--out", str(tmp_path)]
         total = 6
-    else:
+    elif command == "evaluate":
         argv = ["evaluate", str(dataset)]
-        total = 3  # frames 0, 2, 4 are annotated
+        total = 6  # every frame, for the wire tracking (frames 0, 2, 4 are annotated)
+    else:
+        argv = ["evaluate", str(dataset), "--no-wire-tracking"]
+        total = 3  # the annotated frames 0, 2, 4 only
+    command = command.split("-")[0]
     assert main([*argv, "--model", str(model), *TINY_SEGMENT]) == 0
     err = capsys.readouterr().err
     lines = _progress_lines(err, command, total)

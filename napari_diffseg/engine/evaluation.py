@@ -8,6 +8,7 @@ import numpy as np
 
 from napari_diffseg.engine.inference import SegmentOptions, iter_segment
 from napari_diffseg.engine.metrics import EvaluationReport, evaluate_frames
+from napari_diffseg.engine.postprocess import hidden_wire_classes, track_wire
 
 
 def evaluate_videos(
@@ -16,6 +17,7 @@ def evaluate_videos(
     videos,
     options: SegmentOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
+    wire_tracking: bool = False,
 ) -> EvaluationReport:
     """Segment the annotated frames of each :class:`napari_diffseg.io.Video` and compare them
     with the annotations (frames of every size; classes from the checkpoint and the data).
@@ -26,25 +28,37 @@ def evaluate_videos(
     Each annotated frame is segmented inside its whole video, as `segment` and the dock do
     it: normalised with the video's intensity range and, for a model with temporal context,
     beside its real neighbours (not the next annotated frame), so the scores are those of
-    the labels a user gets."""
+    the labels a user gets.
+
+    With `wire_tracking` (and a guidewire and a vessel class) every frame of each annotated
+    video is segmented and the guidewire tracked over the video
+    (:func:`~napari_diffseg.engine.postprocess.track_wire`), as `segment` and the dock do,
+    before the annotated frames are scored; `progress` then counts all those frames."""
     preds, targets = [], []
     classes: dict[int, str] = {int(k): v for k, v in checkpoint.classes.items()}
-    done, total = 0, sum(len(v.labelled) for v in videos)
-    for video in videos:
-        if video.labels is None or not video.labelled:
-            continue
+    wire = hidden_wire_classes(checkpoint.classes) if wire_tracking else None
+    scored = [v for v in videos if v.labels is not None and v.labelled]
+    done = 0
+    total = sum(len(v.frames) if wire else len(v.labelled) for v in scored)
+    for video in scored:
         idx = list(video.labelled)
-        for chunk in iter_segment(model, video.frames, indices=idx,
+        todo = list(range(len(video.frames))) if wire else idx
+        labels = {}
+        for chunk in iter_segment(model, video.frames, indices=todo,
                                   normalisation=checkpoint.normalisation,
                                   timesteps=int(checkpoint.schedule["timesteps"]),
                                   options=options):
-            preds.extend(chunk.labels)
+            labels.update(zip(chunk.indices.tolist(), chunk.labels, strict=True))
             if progress is not None:  # frames done over all the videos, after each batch
                 progress(done + chunk.done, total)
+        if wire:
+            tracked = track_wire(np.stack([labels[i] for i in todo]), *wire)
+            labels = dict(zip(todo, tracked, strict=True))
+        preds.extend(labels[i] for i in idx)
         for k, v in (video.classes or {}).items():
             classes.setdefault(int(k), v)
         targets.extend(np.asarray(video.labels[i]) for i in idx)
-        done += len(idx)
+        done += len(todo)
     if not preds:
         raise ValueError("no annotated frames to evaluate on")
     shapes = {p.shape for p in preds}

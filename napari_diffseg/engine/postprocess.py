@@ -180,3 +180,29 @@ def track_wire(labels: np.ndarray, wire: int, vessel: int) -> np.ndarray:
     """The guidewire judged over the whole video: :func:`drop_unseen_wire`, then
     :func:`keep_hidden_wire`. labels (T, H, W), consecutive frames of one video."""
     return keep_hidden_wire(drop_unseen_wire(labels, wire, vessel), wire, vessel)
+
+
+def consecutive_runs(indices) -> list[list[int]]:
+    """Frame indices, sorted, cut into runs of consecutive frames: [0, 1, 2, 5, 6] ->
+    [[0, 1, 2], [5, 6]]."""
+    order = sorted({int(i) for i in indices})
+    runs: list[list[int]] = []
+    for i in order:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def track_wire_runs(labels: np.ndarray, indices, wire: int, vessel: int) -> dict[int, np.ndarray]:
+    """:func:`track_wire` over each run of consecutive frames among `indices` of `labels`
+    (T, H, W) (the frames a segmentation wrote); returns ``{frame: new labels}`` for the
+    frames it changed."""
+    changed: dict[int, np.ndarray] = {}
+    for run in consecutive_runs(indices):
+        tracked = track_wire(labels[run], wire, vessel)
+        for k, frame in enumerate(run):
+            if (tracked[k] != labels[frame]).any():
+                changed[frame] = tracked[k]
+    return changed

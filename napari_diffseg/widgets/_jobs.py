@@ -58,28 +58,18 @@ def wire_tracking_update(labels: np.ndarray, indices, classes) -> WireTracked | 
     """Run track_wire over each run of consecutive frames in `indices` of `labels`
     (T, H, W) (the frames one segmentation wrote); None when no frame changes or the
     classes have no guidewire and vessel."""
-    from napari_diffseg.engine.postprocess import hidden_wire_classes, track_wire
+    from napari_diffseg.engine.postprocess import hidden_wire_classes, track_wire_runs
 
     wire = hidden_wire_classes(classes)
-    if wire is None or len(indices) < 3:
+    if wire is None:
         return None
-    order = sorted(int(i) for i in indices)
-    runs, start = [], 0
-    for k in range(1, len(order) + 1):
-        if k == len(order) or order[k] != order[k - 1] + 1:
-            runs.append(order[start:k])
-            start = k
-    changed, new, gained = [], [], []
-    for run in runs:
-        tracked = track_wire(labels[run], *wire)
-        for k, frame in enumerate(run):
-            if (tracked[k] != labels[frame]).any():
-                changed.append(frame)
-                new.append(tracked[k])
-                if np.count_nonzero(tracked[k] == wire[0]) > np.count_nonzero(
-                        labels[frame] == wire[0]):
-                    gained.append(frame)
-    return WireTracked(changed, np.stack(new), gained) if changed else None
+    changed = track_wire_runs(labels, indices, *wire)
+    if not changed:
+        return None
+    frames = sorted(changed)
+    gained = [f for f in frames
+              if np.count_nonzero(changed[f] == wire[0]) > np.count_nonzero(labels[f] == wire[0])]
+    return WireTracked(frames, np.stack([changed[f] for f in frames]), gained)
 
 
 #: at most this many verified frames calibrate a segmentation (spread over the video): the

@@ -28,10 +28,12 @@ def test_the_threshold_scales_with_the_frame_area():
 # -- the guidewire the contrast bolus hides -------------------------------------------------
 from napari_diffseg.data import DEFAULT_CLASSES, SyntheticConfig, generate_sequence  # noqa: E402
 from napari_diffseg.engine.postprocess import (  # noqa: E402
+    consecutive_runs,
     drop_unseen_wire,
     hidden_wire_classes,
     keep_hidden_wire,
     track_wire,
+    track_wire_runs,
 )
 
 WIRE, VESSEL = 3, 1
@@ -132,3 +134,15 @@ def test_a_wire_no_frame_shows_outside_the_vessel_becomes_vessel():
     bolus = _bolus_video()
     assert (track_wire(bolus, WIRE, VESSEL) == keep_hidden_wire(bolus, WIRE, VESSEL)).all()
     assert (drop_unseen_wire(guess[:2], WIRE, VESSEL) == guess[:2]).all()  # too few frames
+
+
+def test_wire_tracking_runs_over_each_run_of_consecutive_frames():
+    assert consecutive_runs([6, 0, 1, 2, 5]) == [[0, 1, 2], [5, 6]]
+    labels = np.concatenate([_bolus_video(), _bolus_video()])  # frames 0-9 and 10-19
+    # a segmentation of every frame but 12: in 0-11 frames 3-6 regain their wire; 13-19 is
+    # a run of its own that starts inside the bolus, with no whole wire to carry
+    changed = track_wire_runs(labels, [i for i in range(20) if i != 12], WIRE, VESSEL)
+    assert sorted(changed) == [3, 4, 5, 6]
+    assert sorted(track_wire_runs(labels, range(20), WIRE, VESSEL)) == [3, 4, 5, 6, 13, 14,
+                                                                         15, 16]
+    assert all((changed[t][20:69, 60] == WIRE).all() for t in changed)

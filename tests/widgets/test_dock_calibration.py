@@ -20,7 +20,9 @@ def test_calibration_frames_are_spread_over_the_verified_ones():
 
 
 def _chunks(items):
-    return [i for i in items if hasattr(i, "labels")]
+    from napari_diffseg.engine.inference import SegmentChunk
+
+    return [i for i in items if isinstance(i, SegmentChunk)]
 
 
 def test_the_job_fits_the_temperature_and_keeps_the_labels(video_file, tiny_checkpoint):
