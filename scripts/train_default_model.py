@@ -146,6 +146,13 @@ CPU_REFINE = (
     # to every position), then phase 7's crops on 120 new sequences
     replace(CPU, iterations=5000, batch_size=2, crop_size=384, lr=4e-5, data_seed=80_000,
             context_frames=1, sizes=(384, 512, 640, 768), global_context=True),
+    # phase 10 (--refine 9, from phase 9): more of what paid in phases 7 and 9 (384 px crops
+    # on 120 new sequences, frames t +- 1), at a lower rate, with crops that reach the frame's
+    # border (crop_margin 0.5: "adapt to this video" labelled a collimator band vessel without
+    # them, docs/real-data.md)
+    replace(CPU, iterations=5000, batch_size=2, crop_size=384, lr=3e-5, data_seed=90_000,
+            context_frames=1, sizes=(384, 512, 640, 768), global_context=True,
+            crop_margin=0.5),
 )
 GPU_REFINE = (
     replace(GPU, iterations=10000, batch_size=8, crop_size=256, lr=1e-4, data_seed=10_000),
