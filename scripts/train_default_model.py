@@ -146,10 +146,13 @@ CPU_REFINE = (
     # to every position), then phase 7's crops on 120 new sequences
     replace(CPU, iterations=5000, batch_size=2, crop_size=384, lr=4e-5, data_seed=80_000,
             context_frames=1, sizes=(384, 512, 640, 768), global_context=True),
-    # phase 10 (--refine 9, from phase 9): more of what paid in phases 7 and 9 (384 px crops
-    # on 120 new sequences, frames t +- 1), at a lower rate, with crops that reach the frame's
-    # border (crop_margin 0.5: "adapt to this video" labelled a collimator band vessel without
-    # them, docs/real-data.md)
+    # phase 10, measured and NOT adopted (--refine 9, from phase 9): more of what paid in
+    # phases 7 and 9 (384 px crops on 120 new sequences, frames t +- 1), at a lower rate, with
+    # crops that reach the frame's border (crop_margin 0.5: "adapt to this video" labelled a
+    # collimator band vessel without them, docs/real-data.md). Held out, with the wire
+    # tracking: TTA 0.812 / 28.8 px against phase 9's 0.821 / 19.3, 4 x 4 0.801 / 29.5
+    # against 0.818 / 23.9: the rib edges before the contrast were called vessel again
+    # (benchmarks/results/phase10_figures.json)
     replace(CPU, iterations=5000, batch_size=2, crop_size=384, lr=3e-5, data_seed=90_000,
             context_frames=1, sizes=(384, 512, 640, 768), global_context=True,
             crop_margin=0.5),
