@@ -462,7 +462,11 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 def cmd_segment(args: argparse.Namespace) -> int:
     from napari_diffseg.engine.device import device_description, precision_name
     from napari_diffseg.engine.inference import iter_segment, load_for_inference, review_options
-    from napari_diffseg.engine.postprocess import hidden_wire_classes, track_wire
+    from napari_diffseg.engine.postprocess import (
+        hidden_wire_classes,
+        track_wire_runs,
+        wire_gained,
+    )
     from napari_diffseg.io import (
         atomic_path,
         check_writable_folder,
@@ -510,13 +514,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
     wire = hidden_wire_classes(ckpt.classes) if args.wire_tracking else None
     tracking = {"applied": wire is not None, "kept_hidden": [], "dropped": []}
     if wire is not None:
-        tracked = track_wire(labels, *wire)
-        for i in range(n):
-            change = int(np.count_nonzero(tracked[i] == wire[0])) - int(
-                np.count_nonzero(labels[i] == wire[0]))
-            if change:
-                tracking["kept_hidden" if change > 0 else "dropped"].append(names[i])
-        labels = tracked
+        changed = track_wire_runs(labels, range(n), *wire)
+        gained = wire_gained(labels, changed, wire[0])
+        tracking["kept_hidden"] = [names[i] for i in gained]
+        tracking["dropped"] = [names[i] for i in sorted(changed) if i not in gained]
+        for i, new in changed.items():
+            labels[i] = new
     seconds = time.perf_counter() - t0
     if args.mosxav:
         encoding = args.encoding or video.meta.extra.get("mask_encoding")

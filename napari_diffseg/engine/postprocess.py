@@ -63,9 +63,10 @@ def remove_specks(labels: np.ndarray, min_component: int) -> np.ndarray:
 #: labels at least ``WIRE_SEEN`` px of it (pixels, scaled with the frame's area); a carried
 #: wire pixel within ``WIRE_GAP`` px of a wire the frame labels itself is that wire, already
 #: there; the forward and backward carries agree within ``WIRE_AGREE`` px (both lengths
-#: scaled with the frame's side). Chosen on the seeds-300,000 validation videos
-#: (docs/model.md): 100 px lets a short false wire be carried through a run of frames, 400
-#: misses wires the model sees only in part; the two lengths hardly matter from 2 to 6 px.
+#: scaled with the frame's side). Chosen on the validation videos of seeds 200,000 and
+#: 300,000 (docs/model.md): 100 px let a short false wire be carried through a run of frames
+#: (seeds 200,000), 400 misses wires the model sees only in part; the two lengths hardly
+#: matter from 2 to 6 px.
 WIRE_SEEN = 200
 WIRE_GAP = 4
 WIRE_AGREE = 3
@@ -207,3 +208,11 @@ def track_wire_runs(labels: np.ndarray, indices, wire: int, vessel: int) -> dict
             if (tracked[k] != labels[frame]).any():
                 changed[frame] = tracked[k]
     return changed
+
+
+def wire_gained(before: np.ndarray, changed: dict[int, np.ndarray], wire: int) -> list[int]:
+    """The frames of `changed` (:func:`track_wire_runs`) that gained wire pixels over
+    `before` (T, H, W), sorted: those where a hidden wire was kept. The others lost theirs
+    (:func:`drop_unseen_wire`): a video's wire is either dropped whole or carried."""
+    return sorted(f for f, new in changed.items()
+                  if np.count_nonzero(new == wire) > np.count_nonzero(before[f] == wire))

@@ -54,22 +54,19 @@ class WireTracked:
     gained: list[int] = field(default_factory=list)
 
 
-def wire_tracking_update(labels: np.ndarray, indices, classes) -> WireTracked | None:
+def wire_tracking_update(labels: np.ndarray, indices, wire: tuple[int, int]
+                         ) -> WireTracked | None:
     """Run track_wire over each run of consecutive frames in `indices` of `labels`
-    (T, H, W) (the frames one segmentation wrote); None when no frame changes or the
-    classes have no guidewire and vessel."""
-    from napari_diffseg.engine.postprocess import hidden_wire_classes, track_wire_runs
+    (T, H, W) (the frames one segmentation wrote); `wire`: (guidewire id, vessel id). None
+    when no frame changes."""
+    from napari_diffseg.engine.postprocess import track_wire_runs, wire_gained
 
-    wire = hidden_wire_classes(classes)
-    if wire is None:
-        return None
     changed = track_wire_runs(labels, indices, *wire)
     if not changed:
         return None
     frames = sorted(changed)
-    gained = [f for f in frames
-              if np.count_nonzero(changed[f] == wire[0]) > np.count_nonzero(labels[f] == wire[0])]
-    return WireTracked(frames, np.stack([changed[f] for f in frames]), gained)
+    return WireTracked(frames, np.stack([changed[f] for f in frames]),
+                       wire_gained(labels, changed, wire[0]))
 
 
 #: at most this many verified frames calibrate a segmentation (spread over the video): the
@@ -154,6 +151,7 @@ def segment_job(
         load_for_inference,
         review_options,
     )
+    from napari_diffseg.engine.postprocess import hidden_wire_classes
 
     lower_this_threads_priority()
     if min_component is None:
@@ -175,20 +173,24 @@ def segment_job(
         yield Calibrated(float(temperature), [int(v) for v in verified])
         if stop is not None and stop.is_set():
             return
-    labels = np.zeros(np.shape(frames)[:3], dtype=np.uint8)
+    # the labels are kept for the wire tracking after the last frame, when the classes have
+    # a guidewire and a vessel
+    wire = hidden_wire_classes(ckpt.classes)
+    labels = np.zeros(np.shape(frames)[:3], dtype=np.uint8) if wire else None
     try:
         for chunk in iter_segment(
             model, frames, normalisation=ckpt.normalisation,
             timesteps=timesteps, options=options,
             indices=indices, should_stop=None if stop is None else stop.is_set,
         ):
-            labels[chunk.indices] = chunk.labels
+            if labels is not None:
+                labels[chunk.indices] = chunk.labels
             yield chunk
     except Cancelled:  # a normal end for the worker (superqt treats RuntimeErrors specially)
         return
-    if stop is not None and stop.is_set():
+    if labels is None or (stop is not None and stop.is_set()):
         return
-    update = wire_tracking_update(labels, indices, ckpt.classes)
+    update = wire_tracking_update(labels, indices, wire)
     if update is not None:
         yield update
 
