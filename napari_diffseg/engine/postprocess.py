@@ -107,7 +107,7 @@ def _carry(labels: np.ndarray, order, wire: int, vessel: int, gap: float) -> dic
 
 def keep_hidden_wire(labels: np.ndarray, wire: int, vessel: int, *,
                      seen: int = WIRE_SEEN, gap: float = WIRE_GAP,
-                     agree: float = WIRE_AGREE) -> np.ndarray:
+                     agree: float = WIRE_AGREE, trusted=()) -> np.ndarray:
     """labels (T, H, W) of consecutive frames of one video -> a copy in which the guidewire
     hidden under the contrast bolus is labelled `wire` again.
 
@@ -117,7 +117,9 @@ def keep_hidden_wire(labels: np.ndarray, wire: int, vessel: int, *,
     in an earlier and in a later frame: a wire the model saw once, or a short false one, is
     not carried. `seen` is quoted at 512 x 512 and scaled with the frame's area, `gap` and
     `agree` with its side. The frames of `labels` must be consecutive; a single frame is
-    returned as it is.
+    returned as it is. `trusted`: positions of frames whose labels are the user's (verified or
+    painted): they are evidence (a wire there counts as seen whatever its length, and the
+    carries pass through them as through any frame) and are returned unchanged.
     """
     out = np.array(labels, copy=True)
     if out.ndim != 3 or out.shape[0] < 3:
@@ -125,8 +127,10 @@ def keep_hidden_wire(labels: np.ndarray, wire: int, vessel: int, *,
     n, h, w = out.shape
     side = (h * w / REFERENCE_AREA) ** 0.5
     gap_px, agree_px = gap * side, max(1, round(agree * side))
+    trusted = frozenset(int(t) for t in trusted)
     counts = np.count_nonzero(out.reshape(n, -1) == wire, axis=1)
     shown = counts >= min_component_pixels(seen, (h, w))
+    shown[[t for t in trusted if counts[t] > 0]] = True
     before = np.maximum.accumulate(shown)              # seen at or before t
     after = np.maximum.accumulate(shown[::-1])[::-1]   # seen at or after t
     todo = np.flatnonzero(before & after)  # from the first frame that shows it to the last
@@ -136,6 +140,8 @@ def keep_hidden_wire(labels: np.ndarray, wire: int, vessel: int, *,
     forward = _carry(out, range(first, last + 1), wire, vessel, gap_px)
     backward = _carry(out, range(last, first - 1, -1), wire, vessel, gap_px)
     for t in todo[1:-1]:
+        if t in trusted:
+            continue
         f, b = forward[t], backward[t]
         hidden = (f & ndimage.binary_dilation(b, iterations=agree_px)) \
             | (b & ndimage.binary_dilation(f, iterations=agree_px))
@@ -151,14 +157,18 @@ WIRE_OUTSIDE = 100
 
 
 def drop_unseen_wire(labels: np.ndarray, wire: int, vessel: int, *,
-                     outside: int = WIRE_OUTSIDE) -> np.ndarray:
+                     outside: int = WIRE_OUTSIDE, trusted=()) -> np.ndarray:
     """labels (T, H, W) of one video -> a copy without its guidewire if no frame labels at
     least `outside` px of wire (quoted at 512 x 512) more than 2 px away from that frame's
     vessel; the dropped wire pixels become vessel (those within 2 px of it) or background.
-    Fewer than 3 frames are returned as they are: one frame cannot tell."""
+    Fewer than 3 frames are returned as they are: one frame cannot tell. `trusted`: positions
+    of frames whose labels are the user's; a wire in any of them shows the video's wire (the
+    copy is returned unchanged)."""
     out = np.array(labels, copy=True)
     if out.ndim != 3 or out.shape[0] < 3:
         return out
+    if any((out[int(t)] == wire).any() for t in trusted):
+        return out  # the user labelled a wire
     need = min_component_pixels(outside, out.shape[1:])
     near = []
     for frame in out:
@@ -178,10 +188,12 @@ def drop_unseen_wire(labels: np.ndarray, wire: int, vessel: int, *,
     return out
 
 
-def track_wire(labels: np.ndarray, wire: int, vessel: int) -> np.ndarray:
+def track_wire(labels: np.ndarray, wire: int, vessel: int, trusted=()) -> np.ndarray:
     """The guidewire judged over the whole video: :func:`drop_unseen_wire`, then
-    :func:`keep_hidden_wire`. labels (T, H, W), consecutive frames of one video."""
-    return keep_hidden_wire(drop_unseen_wire(labels, wire, vessel), wire, vessel)
+    :func:`keep_hidden_wire`. labels (T, H, W), consecutive frames of one video; `trusted`:
+    positions of the frames whose labels are the user's (evidence, left unchanged)."""
+    return keep_hidden_wire(drop_unseen_wire(labels, wire, vessel, trusted=trusted),
+                            wire, vessel, trusted=trusted)
 
 
 def consecutive_runs(indices) -> list[list[int]]:
@@ -197,15 +209,21 @@ def consecutive_runs(indices) -> list[list[int]]:
     return runs
 
 
-def track_wire_runs(labels: np.ndarray, indices, wire: int, vessel: int) -> dict[int, np.ndarray]:
-    """:func:`track_wire` over each run of consecutive frames among `indices` of `labels`
-    (T, H, W) (the frames a segmentation wrote); returns ``{frame: new labels}`` for the
-    frames it changed."""
+def track_wire_runs(labels: np.ndarray, indices, wire: int, vessel: int,
+                    trusted=()) -> dict[int, np.ndarray]:
+    """:func:`track_wire` over each run of consecutive frames among `indices` and `trusted`
+    of `labels` (T, H, W): `indices` are the frames a segmentation wrote, `trusted` those
+    whose labels are the user's (verified or painted), evidence that joins the runs and is
+    never changed. Returns ``{frame: new labels}`` for the frames it changed."""
+    trusted = {int(t) for t in trusted}
     changed: dict[int, np.ndarray] = {}
-    for run in consecutive_runs(indices):
-        tracked = track_wire(labels[run], wire, vessel)
+    for run in consecutive_runs(set(int(i) for i in indices) | trusted):
+        mine = [k for k, frame in enumerate(run) if frame in trusted]
+        if len(mine) == len(run):
+            continue
+        tracked = track_wire(labels[run], wire, vessel, trusted=mine)
         for k, frame in enumerate(run):
-            if (tracked[k] != labels[frame]).any():
+            if frame not in trusted and (tracked[k] != labels[frame]).any():
                 changed[frame] = tracked[k]
     return changed
 

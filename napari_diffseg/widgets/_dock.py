@@ -466,10 +466,17 @@ class DiffSegWidget(QWidget):
         if self.session.labels_layer is not None and self.session.state.verified:
             cal = _jobs.calibration_frames(self.session.state.verified)
             calibrate = (cal, np.array(self.session.labels_layer.data[cal], dtype=np.uint8))
+        user_labels = None
+        if self.session.labels_layer is not None:
+            mine = [i for i in range(len(self.session.frames)) if self.session.protected(i)]
+            if mine:  # the wire tracking's evidence (a copy: the user may paint meanwhile)
+                user_labels = (mine, np.array(self.session.labels_layer.data[mine],
+                                              dtype=np.uint8))
         worker = create_worker(
             _jobs.segment_job, path, self.session.frames, indices,
             device=device, steps=self.steps_spin.value(), samples=self.samples_spin.value(),
-            review=self.uncertainty_choice.mode(), calibrate=calibrate, stop=self._stop,
+            review=self.uncertainty_choice.mode(), calibrate=calibrate,
+            user_labels=user_labels, stop=self._stop,
             _start_thread=False,
             _connect={"yielded": self._on_segment_item, "errored": self._on_segment_error,
                       "finished": self._on_segment_finished},

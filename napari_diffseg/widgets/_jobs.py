@@ -54,14 +54,14 @@ class WireTracked:
     gained: list[int] = field(default_factory=list)
 
 
-def wire_tracking_update(labels: np.ndarray, indices, wire: tuple[int, int]
-                         ) -> WireTracked | None:
-    """Run track_wire over each run of consecutive frames in `indices` of `labels`
-    (T, H, W) (the frames one segmentation wrote); `wire`: (guidewire id, vessel id). None
-    when no frame changes."""
+def wire_tracking_update(labels: np.ndarray, indices, wire: tuple[int, int],
+                         trusted=()) -> WireTracked | None:
+    """Run track_wire over each run of consecutive frames in `indices` (the frames one
+    segmentation wrote) and `trusted` (the user's frames: evidence, never changed) of
+    `labels` (T, H, W); `wire`: (guidewire id, vessel id). None when no frame changes."""
     from napari_diffseg.engine.postprocess import track_wire_runs, wire_gained
 
-    changed = track_wire_runs(labels, indices, *wire)
+    changed = track_wire_runs(labels, indices, *wire, trusted=trusted)
     if not changed:
         return None
     frames = sorted(changed)
@@ -129,6 +129,7 @@ def segment_job(
     min_component: int | None = None,
     review: str = "samples",
     calibrate: tuple[list[int], np.ndarray] | None = None,
+    user_labels: tuple[list[int], np.ndarray] | None = None,
     stop: threading.Event | None = None,
 ):
     """Load the model, then yield :class:`ModelLoaded` and one
@@ -139,7 +140,10 @@ def segment_job(
     (:func:`~napari_diffseg.engine.inference.review_options`). calibrate: (verified frame
     indices, their labels (n, H, W)): the model's temperature is fitted on them first (yields
     :class:`Calibrated`), so that its probabilities mean what they say on this video; the
-    labels do not change, the uncertainty and the frame scores do."""
+    labels do not change, the uncertainty and the frame scores do. user_labels: (frame
+    indices, their labels (n, H, W)) of the frames the user verified or painted: the wire
+    tracking after the last frame reads them as evidence (a wire the user drew is the
+    video's wire, and is carried under the contrast) and never changes them."""
     from dataclasses import replace
 
     from napari_diffseg.engine.calibration import fit_video_temperature
@@ -190,7 +194,11 @@ def segment_job(
         return
     if labels is None or (stop is not None and stop.is_set()):
         return
-    update = wire_tracking_update(labels, indices, wire)
+    trusted: list[int] = []
+    if user_labels is not None and len(user_labels[0]):
+        trusted = [int(i) for i in user_labels[0]]
+        labels[trusted] = user_labels[1]
+    update = wire_tracking_update(labels, indices, wire, trusted)
     if update is not None:
         yield update
 

@@ -146,3 +146,29 @@ def test_wire_tracking_runs_over_each_run_of_consecutive_frames():
     assert sorted(track_wire_runs(labels, range(20), WIRE, VESSEL)) == [3, 4, 5, 6, 13, 14,
                                                                          15, 16]
     assert all((changed[t][20:69, 60] == WIRE).all() for t in changed)
+
+
+def test_the_users_frames_are_evidence_for_the_wire_and_stay_as_they_are():
+    """Frames the user verified or painted join the runs as evidence and are never changed."""
+    labels = _bolus_video()  # the wire is whole in frames 0-2 and 7-9, half hidden in 3-6
+    # only the bolus frames were segmented: alone they show no wire outside the vessel
+    # (it is dropped) and none to carry
+    alone = track_wire_runs(labels, range(3, 7), WIRE, VESSEL)
+    assert not any((new == WIRE).any() for new in alone.values())
+    # with the user's frames 2 and 7 beside them, the hidden half comes back in 3-6
+    changed = track_wire_runs(labels, range(3, 7), WIRE, VESSEL, trusted=[2, 7])
+    assert sorted(changed) == [3, 4, 5, 6]
+    assert all((changed[t][20:69, 60] == WIRE).all() for t in changed)
+    # a user's frame inside the run is left as the user made it (here without the hidden
+    # half); the carries pass through it to the frames beside it
+    changed = track_wire_runs(labels, range(10), WIRE, VESSEL, trusted=[4])
+    assert sorted(changed) == [3, 5, 6]
+    assert all((changed[t][20:69, 60] == WIRE).all() for t in changed)
+    # a wire the user drew, even only inside the vessel, shows that the video has one
+    guess = np.zeros((6, 128, 128), np.uint8)
+    guess[:, 20:110, 56:65] = VESSEL
+    guess[:, 30:100, 60] = WIRE
+    assert not (track_wire(guess, WIRE, VESSEL) == WIRE).any()
+    assert (track_wire(guess, WIRE, VESSEL, trusted=[5]) == guess).all()
+    assert track_wire_runs(guess, range(5), WIRE, VESSEL, trusted=[5]) == {}
+    assert sorted(track_wire_runs(guess, range(6), WIRE, VESSEL)) == list(range(6))

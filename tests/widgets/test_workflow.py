@@ -333,3 +333,12 @@ def test_segment_tracks_the_wire_but_not_over_a_verified_frame(
     labels = labels_of(viewer, "run1").data
     assert (labels[3] == pattern[3]).all()
     assert (labels[[2, 4, 5], 8:56, 30] == 3).all()
+    # only the unverified frames are segmented (2, 4, 5 under the bolus): the wire the user
+    # left in the verified frames 0, 1, 6 and 7 is the evidence that carries it into them
+    for frame in (0, 1, 6, 7):
+        dock.toggle_verified(frame)
+    labels[[2, 4, 5]] = 0
+    _segment(qtbot, dock, "unverified")
+    labels = labels_of(viewer, "run1").data
+    assert (labels[[2, 4, 5], 8:56, 30] == 3).all()
+    assert (labels[3] == pattern[3]).all()
