@@ -452,10 +452,15 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         print("stopped before training: no model written", file=sys.stderr)
         return 1
     pseudo = done["metrics"].get("pseudo_labels", {})
+    wire = pseudo.get("wire_tracking") or {}
+    wire_note = "".join(
+        f", guidewire {what} in {len(wire[key])} frames"
+        for key, what in (("kept_hidden", "kept under the contrast"), ("dropped", "dropped"))
+        if wire.get(key))
     print(f"saved {done['path']} after {done['metrics'].get('iterations')} iterations in "
           f"{time.perf_counter() - t0:.0f} s (pseudo-labels: "
           f"{pseudo.get('known_fraction', 0):.0%} of pixels known, "
-          f"{pseudo.get('vessel_fraction', 0):.1%} vessel)")
+          f"{pseudo.get('vessel_fraction', 0):.1%} vessel{wire_note})")
     return 0
 
 

@@ -11,7 +11,8 @@ go (in the dock's fine-tuning child process, or in the CLI's own process):
    where the model is unsure or says background becomes vessel; where the prior sees no ridge
    at all and the model sees no confident foreground it is background; every other pixel
    (a weak ridge the model does not confirm, the fringe of a ridge) is unknown
-   (:data:`IGNORE_LABEL`, weight 0) instead of being forced to background;
+   (:data:`IGNORE_LABEL`, weight 0) instead of being forced to background; the guidewire is
+   then judged over the whole video as ``segment`` does (:func:`track_pseudo_wire`);
 4. semi-supervised fine-tuning (:func:`~napari_diffseg.engine.training.train`) on the video
    itself: verified frames as labels, the fused pseudo-labels of the other frames as (noisy)
    labels, and the other frames also as unlabelled frames for the EMA teacher and the
@@ -42,7 +43,18 @@ from napari_diffseg.engine.checkpoint import build_model, load_checkpoint
 from napari_diffseg.engine.defaults import FINETUNE_ANCHOR_FRAMES
 from napari_diffseg.engine.device import resolve_device
 from napari_diffseg.engine.finetune import FinetuneRequest, run_finetune
-from napari_diffseg.engine.inference import Cancelled, SegmentOptions, predict_normalised
+from napari_diffseg.engine.inference import (
+    DEFAULT_MIN_COMPONENT,
+    Cancelled,
+    SegmentOptions,
+    predict_normalised,
+)
+from napari_diffseg.engine.postprocess import (
+    hidden_wire_classes,
+    remove_specks,
+    track_wire_runs,
+    wire_gained,
+)
 from napari_diffseg.engine.prior import PriorOptions, vessel_prior
 from napari_diffseg.engine.propagate import PropagationCancelled, anchor_targets
 from napari_diffseg.engine.training import TrainOptions, context_frames_for
@@ -122,6 +134,35 @@ def fuse_pseudo_labels(
     labels[background] = 0
     weights[background] = np.maximum(p[:, 0][background], 0.5)
     return labels, weights
+
+
+def track_pseudo_wire(labels: np.ndarray, probabilities: np.ndarray, todo: list[int],
+                      verified: Mapping[int, np.ndarray], n: int,
+                      wire: tuple[int, int]) -> dict[str, list[int]]:
+    """The wire tracking of ``segment`` (:func:`~napari_diffseg.engine.postprocess.track_wire`)
+    applied to the pseudo-labels, in place: a guidewire the starting model draws only inside
+    the vessel (a false one) is not taught to the adapted model, and the wire hidden under the
+    bolus is. The model's labels of the frames `todo` (argmax of `probabilities`, specks
+    removed as ``segment`` does) and the verified frames (the user's: evidence, unchanged)
+    make the video; a dropped wire pixel of `labels` takes the tracked label, a kept hidden
+    one becomes wire. labels (len(todo), H, W), probabilities (len(todo), C, H, W), n: the
+    video's frames, wire: (guidewire id, vessel id). Returns {"kept_hidden": frames,
+    "dropped": frames}."""
+    guidewire = wire[0]
+    model = remove_specks(probabilities.argmax(axis=1).astype(np.uint8), DEFAULT_MIN_COMPONENT)
+    video = np.zeros((n,) + model.shape[1:], np.uint8)
+    video[todo] = model
+    for i, lab in verified.items():
+        video[i] = lab
+    changed = track_wire_runs(video, todo, *wire, trusted=list(verified))
+    row = {int(i): k for k, i in enumerate(todo)}
+    for i, new in changed.items():
+        k = row[i]
+        lost = (labels[k] == guidewire) & (new != guidewire)
+        labels[k][lost] = new[lost]
+        labels[k][(new == guidewire) & (video[i] != guidewire)] = guidewire
+    kept = wire_gained(video, changed, guidewire)
+    return {"kept_hidden": kept, "dropped": sorted(set(changed) - set(kept))}
 
 
 @dataclasses.dataclass
@@ -230,8 +271,10 @@ def build_adapt_data(
         prior = vessel_prior(images[todo], request.prior, normalised=True)
         if should_stop is not None and should_stop():
             raise Cancelled("adaptation stopped while making the pseudo-labels")
-        labels, weights = fuse_pseudo_labels(probs, prior.vesselness, prior.mask,
-                                             request.fusion)
+        labels, _ = fuse_pseudo_labels(probs, prior.vesselness, prior.mask, request.fusion)
+        wire = hidden_wire_classes(classes)
+        if wire is not None:
+            stats["wire_tracking"] = track_pseudo_wire(labels, probs, todo, verified, n, wire)
         anchors = {}
         if request.anchor_frames > 0 and verified:
             emit({"kind": "status", "stage": "anchors",

@@ -15,6 +15,7 @@ from napari_diffseg.engine.adapt import (
     adapt_to_video,
     build_adapt_data,
     fuse_pseudo_labels,
+    track_pseudo_wire,
 )
 from napari_diffseg.engine.checkpoint import (
     Checkpoint,
@@ -60,6 +61,50 @@ def test_fusion_keeps_confident_devices_adds_prior_vessels_ignores_doubt():
     assert weights[0, 0, 2] == 0 and (weights[0, 0, [0, 1, 3, 4]] >= 0.5).all()
 
 
+def _one_hot(labels: np.ndarray, p: float = 0.9) -> np.ndarray:
+    """(T, H, W) labels -> (T, 4, H, W) probabilities with `p` on the label."""
+    probs = np.full((labels.shape[0], 4) + labels.shape[1:], (1 - p) / 3, np.float32)
+    for c in range(4):
+        probs[:, c][labels == c] = p
+    return probs
+
+
+def test_pseudo_labels_lose_a_wire_only_drawn_inside_the_vessel():
+    """The starting model draws a wire along the lumen of a video without one (frames 0-5):
+    the pseudo-labels do not teach it, unless the user verified a frame with a wire."""
+    model = np.zeros((6, 64, 64), np.uint8)
+    model[:, 8:56, 28:33] = 1
+    model[:, 10:50, 30] = 3
+    labels = model.copy()
+    stats = track_pseudo_wire(labels, _one_hot(model), list(range(6)), {}, 6, (3, 1))
+    assert stats == {"kept_hidden": [], "dropped": [0, 1, 2, 3, 4, 5]}
+    assert not (labels == 3).any() and (labels[:, 10:50, 30] == 1).all()
+    # the user verified frame 6 with a wire in it: the video has one, it stays
+    user = model[0].copy()
+    labels = model.copy()
+    stats = track_pseudo_wire(labels, _one_hot(model), list(range(6)), {6: user}, 7, (3, 1))
+    assert stats == {"kept_hidden": [], "dropped": []} and (labels == model).all()
+    # pixels the fusion left unknown stay unknown
+    labels = model.copy()
+    labels[:, 10:20, 30] = IGNORE_LABEL
+    track_pseudo_wire(labels, _one_hot(model), list(range(6)), {}, 6, (3, 1))
+    assert (labels[:, 10:20, 30] == IGNORE_LABEL).all() and (labels[:, 20:50, 30] == 1).all()
+
+
+def test_pseudo_labels_regain_the_wire_hidden_by_the_bolus():
+    """The wire is seen whole before and after the bolus (frames 0-1, 6-7) and drawn vessel
+    under it (2-5): the pseudo-labels of 2-5 get it back, inside the vessel only."""
+    model = np.zeros((8, 64, 64), np.uint8)
+    model[:, 8:56, 30] = 3
+    model[2:6, 8:56, 28:33] = 1
+    labels = model.copy()
+    stats = track_pseudo_wire(labels, _one_hot(model), list(range(8)), {}, 8, (3, 1))
+    assert stats == {"kept_hidden": [2, 3, 4, 5], "dropped": []}
+    assert (labels[2:6, 8:56, 30] == 3).all()
+    gained = (labels == 3) & (model != 3)
+    assert gained.any() and (model[gained] == 1).all()
+
+
 def test_adapt_data_has_pseudo_labels_and_repeats_verified_frames(video, untrained):
     request = AdaptRequest(frames=video.frames, init=untrained, output="unused.pt",
                            verified={3: video.labels[3]}, segment_samples=1,
@@ -69,6 +114,7 @@ def test_adapt_data_has_pseudo_labels_and_repeats_verified_frames(video, untrain
     assert len(data.unlabelled) == 7 and len(data.images) == 7 + 7
     assert data.num_classes == 4  # the ignore value is not a class
     assert any((lab == IGNORE_LABEL).any() for lab in data.labels[:7])
+    assert set(stats["wire_tracking"]) == {"kept_hidden", "dropped"}
     np.testing.assert_array_equal(data.labels[-1], video.labels[3])
 
 
