@@ -135,7 +135,7 @@ def add_engine_parsers(sub, positive_int) -> None:
     _add_review(p, positive_int,
                 "what the uncertainty maps and frame scores measure, as the dock's choice: "
                 "the entropy of 8 flipped / turned views (tta, the default: finds errors "
-                "best and gives the best labels; --steps and --samples are then ignored), "
+                "best at 512 px; --steps and --samples are then ignored), "
                 "or the diffusion samples' mutual information (samples: faster on a CPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=positive_int, default=None,
