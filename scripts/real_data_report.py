@@ -3,6 +3,7 @@
 
     python scripts/real_data_report.py --tag bundled
     python scripts/real_data_report.py --tag adapted --model-for proj1=path/to/adapted.pt ...
+    python scripts/real_data_report.py --tag default --review tta --whole-video
 
 For every input in ``../shared/realdata`` (the clinical JPEG cines and the compressed XA
 DICOMs; see its README) it segments a few chosen frames and writes, per frame, one PNG of
@@ -10,6 +11,9 @@ three panels -- the frame, the labels over it in the class colours, the per-pixe
 (predictive entropy, 0 .. ln C) -- to ``docs/images/real/<input>-f<frame>-<tag>.png``, and the
 share of the frame labelled per class to ``docs/real_data_<tag>.json``. There is no ground
 truth for these files: the pictures are for looking, the shares for comparing runs.
+By default only the chosen frames are segmented (K diffusion samples); ``--review tta
+--whole-video`` gives what ``napari-diffseg segment`` and the dock give by default: every frame
+segmented with test-time augmentation, then the guidewire tracked over the whole video.
 
 The real files are only read, never copied into the project or used to train the bundled
 model (``--model-for`` takes models adapted to one video at run time, the plugin's feature).
@@ -25,12 +29,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from napari_diffseg.engine import SegmentOptions
 from napari_diffseg.engine.inference import (
     DEFAULT_MIN_COMPONENT,
     iter_segment,
     load_for_inference,
+    review_options,
 )
+from napari_diffseg.engine.postprocess import hidden_wire_classes, track_wire_runs, wire_gained
 from napari_diffseg.io import read
 from napari_diffseg.models import default_model_path
 
@@ -96,8 +101,14 @@ def main() -> None:
     parser.add_argument("--model-for", action="append", default=[], metavar="INPUT=PATH",
                         help="a checkpoint for one input only (e.g. one adapted to it)")
     parser.add_argument("--only", nargs="*", help="inputs to run (default: all)")
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--samples", type=int, default=4)
+    parser.add_argument("--review", choices=("samples", "tta"), default="samples",
+                        help="K diffusion samples (the pictures before 2026-12-07) or the 8 "
+                        "views of test-time augmentation (segment's and the dock's default)")
+    parser.add_argument("--steps", type=int, default=None, help="default: the review's")
+    parser.add_argument("--samples", type=int, default=None, help="default: the review's")
+    parser.add_argument("--whole-video", action="store_true",
+                        help="segment every frame and track the guidewire over the video, "
+                        "as segment does, before showing the chosen frames")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "real")
     args = parser.parse_args()
     if not REAL.is_dir():
@@ -118,17 +129,33 @@ def main() -> None:
         if frames.ndim == 4:
             frames = frames.mean(axis=-1)
         # normalise with the whole video's range, as the dock and the CLI do, then pick frames
-        results = {}
+        todo = list(range(len(frames))) if args.whole_video else list(shown)
+        sampling = {k: v for k, v in (("steps", args.steps), ("samples", args.samples))
+                    if v is not None}
+        options = review_options(args.review, seed=0, batch_size=1,
+                                 min_component=DEFAULT_MIN_COMPONENT, **sampling)
+        all_labels = np.zeros(frames.shape[:3], np.uint8)
+        entropies = {}
         for chunk in iter_segment(model, frames, normalisation=ckpt.normalisation,
-                                  timesteps=ckpt.schedule["timesteps"], indices=list(shown),
-                                  options=SegmentOptions(steps=args.steps, samples=args.samples,
-                                                         seed=0, batch_size=1,
-                                                         min_component=DEFAULT_MIN_COMPONENT)):
+                                  timesteps=ckpt.schedule["timesteps"], indices=todo,
+                                  options=options):
+            all_labels[chunk.indices] = chunk.labels
             for j, f in enumerate(chunk.indices):
-                results[int(f)] = (chunk.labels[j], chunk.entropy[j])
-        shares[name] = {"model": model_path.name, "frames": {}}
+                if int(f) in shown:
+                    entropies[int(f)] = chunk.entropy[j]
+        shares[name] = {"model": model_path.name, "review": args.review,
+                        "steps": options.steps, "samples": options.samples,
+                        "whole_video": args.whole_video, "frames": {}}
+        wire = hidden_wire_classes(classes)
+        if args.whole_video and wire is not None:
+            changed = track_wire_runs(all_labels, todo, *wire)
+            gained = wire_gained(all_labels, changed, wire[0])
+            shares[name]["wire_tracking"] = {
+                "kept_hidden": gained, "dropped": sorted(set(changed) - set(gained))}
+            for i, new in changed.items():
+                all_labels[i] = new
         for f in shown:
-            labels, entropy = results[f]
+            labels, entropy = all_labels[f], entropies[f]
             share = {classes[k]: float((labels == k).mean()) for k in classes if k}
             shares[name]["frames"][str(f)] = share
             title = f"{name} frame {f} - {args.tag} ({model_path.name})"
