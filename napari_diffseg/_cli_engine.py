@@ -470,7 +470,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from napari_diffseg.engine.postprocess import (
         hidden_wire_classes,
         track_wire_runs,
-        wire_gained,
+        wire_changes,
     )
     from napari_diffseg.io import (
         atomic_path,
@@ -520,9 +520,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     tracking = {"applied": wire is not None, "kept_hidden": [], "dropped": []}
     if wire is not None:
         changed = track_wire_runs(labels, range(n), *wire)
-        gained = wire_gained(labels, changed, wire[0])
-        tracking["kept_hidden"] = [names[i] for i in gained]
-        tracking["dropped"] = [names[i] for i in sorted(changed) if i not in gained]
+        kept, dropped = wire_changes(labels, changed, wire[0])
+        tracking["kept_hidden"] = [names[i] for i in kept]
+        tracking["dropped"] = [names[i] for i in dropped]
         for i, new in changed.items():
             labels[i] = new
     seconds = time.perf_counter() - t0

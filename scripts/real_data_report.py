@@ -35,7 +35,7 @@ from napari_diffseg.engine.inference import (
     load_for_inference,
     review_options,
 )
-from napari_diffseg.engine.postprocess import hidden_wire_classes, track_wire_runs, wire_gained
+from napari_diffseg.engine.postprocess import hidden_wire_classes, track_wire_runs, wire_changes
 from napari_diffseg.io import read
 from napari_diffseg.models import default_model_path
 
@@ -149,9 +149,8 @@ def main() -> None:
         wire = hidden_wire_classes(classes)
         if args.whole_video and wire is not None:
             changed = track_wire_runs(all_labels, todo, *wire)
-            gained = wire_gained(all_labels, changed, wire[0])
-            shares[name]["wire_tracking"] = {
-                "kept_hidden": gained, "dropped": sorted(set(changed) - set(gained))}
+            kept, dropped = wire_changes(all_labels, changed, wire[0])
+            shares[name]["wire_tracking"] = {"kept_hidden": kept, "dropped": dropped}
             for i, new in changed.items():
                 all_labels[i] = new
         for f in shown:

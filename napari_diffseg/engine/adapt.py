@@ -53,7 +53,7 @@ from napari_diffseg.engine.postprocess import (
     hidden_wire_classes,
     remove_specks,
     track_wire_runs,
-    wire_gained,
+    wire_changes,
 )
 from napari_diffseg.engine.prior import PriorOptions, vessel_prior
 from napari_diffseg.engine.propagate import PropagationCancelled, anchor_targets
@@ -161,8 +161,8 @@ def track_pseudo_wire(labels: np.ndarray, probabilities: np.ndarray, todo: list[
         lost = (labels[k] == guidewire) & (new != guidewire)
         labels[k][lost] = new[lost]
         labels[k][(new == guidewire) & (video[i] != guidewire)] = guidewire
-    kept = wire_gained(video, changed, guidewire)
-    return {"kept_hidden": kept, "dropped": sorted(set(changed) - set(kept))}
+    kept, dropped = wire_changes(video, changed, guidewire)
+    return {"kept_hidden": kept, "dropped": dropped}
 
 
 @dataclasses.dataclass

@@ -228,9 +228,12 @@ def track_wire_runs(labels: np.ndarray, indices, wire: int, vessel: int,
     return changed
 
 
-def wire_gained(before: np.ndarray, changed: dict[int, np.ndarray], wire: int) -> list[int]:
-    """The frames of `changed` (:func:`track_wire_runs`) that gained wire pixels over
-    `before` (T, H, W), sorted: those where a hidden wire was kept. The others lost theirs
-    (:func:`drop_unseen_wire`): a video's wire is either dropped whole or carried."""
-    return sorted(f for f, new in changed.items()
+def wire_changes(before: np.ndarray, changed: dict[int, np.ndarray],
+                 wire: int) -> tuple[list[int], list[int]]:
+    """The frames of `changed` (:func:`track_wire_runs`) sorted into (kept hidden, dropped):
+    those that gained wire pixels over `before` (T, H, W), where a hidden wire was kept, and
+    the others, which lost theirs (:func:`drop_unseen_wire`): a video's wire is either
+    dropped whole or carried."""
+    kept = sorted(f for f, new in changed.items()
                   if np.count_nonzero(new == wire) > np.count_nonzero(before[f] == wire))
+    return kept, sorted(set(changed) - set(kept))

@@ -59,14 +59,14 @@ def wire_tracking_update(labels: np.ndarray, indices, wire: tuple[int, int],
     """Run track_wire over each run of consecutive frames in `indices` (the frames one
     segmentation wrote) and `trusted` (the user's frames: evidence, never changed) of
     `labels` (T, H, W); `wire`: (guidewire id, vessel id). None when no frame changes."""
-    from napari_diffseg.engine.postprocess import track_wire_runs, wire_gained
+    from napari_diffseg.engine.postprocess import track_wire_runs, wire_changes
 
     changed = track_wire_runs(labels, indices, *wire, trusted=trusted)
     if not changed:
         return None
     frames = sorted(changed)
     return WireTracked(frames, np.stack([changed[f] for f in frames]),
-                       wire_gained(labels, changed, wire[0]))
+                       wire_changes(labels, changed, wire[0])[0])
 
 
 #: at most this many verified frames calibrate a segmentation (spread over the video): the
