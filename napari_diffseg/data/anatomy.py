@@ -15,7 +15,10 @@ from scipy.ndimage import zoom
 
 from .config import SceneParams
 
-__all__ = ["Anatomy", "build_anatomy"]
+__all__ = ["CLIP_PROBABILITY", "Anatomy", "build_anatomy"]
+
+#: Share of the ``thorax_detail`` scenes that show surgical clips.
+CLIP_PROBABILITY = 0.3
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -138,6 +141,62 @@ def _sternal_wires(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, h: 
     return a
 
 
+def _lung_strands(rng: np.random.Generator, lung: np.ndarray, size: float,
+                  clutter: float) -> np.ndarray:
+    """Interstitial and vascular lung markings: a network of fine dark strands (the zero
+    lines of two band-passed noise fields, 2-8 px wide at 512 px) inside the lung fields,
+    at most as dark as a faint distal vessel. Background, in every frame."""
+    a = np.zeros(lung.shape, np.float32)
+    scale = size / 512.0
+    for cells, width, amp in ((size / 30.0, 0.35, 0.25), (size / 14.0, 0.2, 0.12)):
+        field = _noise_field(rng, lung.shape, max(int(cells), 3))
+        field -= _noise_field(rng, lung.shape, max(int(cells / 3), 2)) * 0.3
+        lines = np.exp(-0.5 * (field / (width * max(scale, 0.5) ** 0.5)) ** 2)
+        patch = 0.5 + 0.5 * _noise_field(rng, lung.shape, 4)  # strands come and go
+        a += (rng.uniform(0.5, 1.5) * amp * clutter) * lines * np.clip(patch, 0.0, 1.0)
+    return a * np.clip(lung, 0.0, 1.0)
+
+
+def _surgical_clips(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, h: int, w: int,
+                    size: float) -> np.ndarray:
+    """Clusters of surgical clips (after bypass surgery): dense short rods, 8-22 px long and
+    2-4 px wide at 512 px, alone or in pairs, and rings of 5-11 px radius, along a graft's
+    smooth path. Background."""
+    a = np.zeros(yy.shape, np.float32)
+    scale = size / 512.0
+    start = np.array([rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w])
+    heading = rng.uniform(0.0, 2.0 * np.pi)
+    bend = rng.uniform(-2.0, 2.0) / size
+    step = rng.uniform(0.04, 0.1) * size
+    count = int(rng.integers(3, 10))
+    density = rng.uniform(0.3, 0.6)  # line integral per px across a rod's core
+    for i in range(count):
+        angle = heading + bend * step * i
+        centre = start + step * i * np.array([np.sin(angle), np.cos(angle)])
+        centre += rng.normal(0.0, 0.015 * size, 2)
+        theta = rng.uniform(0.0, np.pi)
+        length = rng.uniform(8.0, 22.0) * scale
+        half_width = max(rng.uniform(1.0, 2.0) * scale, 0.5)
+        kind = rng.uniform()
+        rods = 2 if kind < 0.4 else 1
+        gap = rng.uniform(3.0, 6.0) * scale
+        c, s_ = np.cos(theta), np.sin(theta)
+        dy, dx = yy - centre[0], xx - centre[1]
+        along = c * dx + s_ * dy
+        across = -s_ * dx + c * dy
+        ends = _sigmoid((0.5 * length - np.abs(along)) / 0.5)
+        if kind > 0.75:  # a ring (a marker or a clip seen end-on)
+            radius = rng.uniform(5.0, 11.0) * scale
+            ring = np.exp(-0.5 * ((np.hypot(dy, dx) - radius) / half_width) ** 2)
+            a += (density * 2.0 * half_width * ring).astype(np.float32)
+            continue
+        for k in range(rods):
+            offset = (k - 0.5 * (rods - 1)) * gap
+            core = np.exp(-0.5 * ((across - offset) / half_width) ** 2)
+            a += (density * 2.0 * half_width * core * ends).astype(np.float32)
+    return a
+
+
 @dataclass
 class Anatomy:
     """Background attenuation layers on a canvas padded by ``pad`` px on every side.
@@ -211,4 +270,8 @@ def build_anatomy(rng: np.random.Generator, params: SceneParams, heart_centre: n
     spine = _spine(rng, yy, xx, h, w, size, clutter)
     if params.sternal_wires > 0:  # drawn last: the classic style's background is unchanged
         thorax += _sternal_wires(rng, yy, xx, h, w, size, params.sternal_wires)
+    if params.thorax_detail:  # drawn after everything else: the earlier scenes are unchanged
+        thorax += _lung_strands(rng, lung, size, clutter)
+        if rng.uniform() < CLIP_PROBABILITY:
+            thorax += _surgical_clips(rng, yy, xx, h, w, size)
     return Anatomy(thorax=thorax.astype(np.float32), spine=spine, pad=pad)

@@ -97,6 +97,13 @@ class SyntheticConfig:
         False: the wide style's catheters keep the classic draw (bottom or right), as before
         2026-12-06 -- the scenes are then those of that generator, e.g. the bundled model's
         fixed held-out videos (scripts/train_default_model.py).
+    thorax_detail
+        True: the wide style's lungs also show a network of fine dark strands (interstitial
+        and vascular markings, in every frame, never labelled) and 30 % of the scenes show
+        clusters of surgical clips (dense short rods along a graft's path, background) --
+        what a bundled model labelled vessel on real cines before the contrast arrived
+        (docs/real-data.md). False: the background as drawn before 2026-12-07 (the bundled
+        model's fixed held-out videos); every other draw is the same for one seed.
     label_threshold
         Relative iodine concentration (peak = 1) above which a vessel pixel is labelled.
     min_label_contrast
@@ -130,6 +137,7 @@ class SyntheticConfig:
     heart_rate_bpm: float | None = None
     catheter_side: str | None = None
     catheter_from_any_edge: bool = True
+    thorax_detail: bool = True
     label_threshold: float = 0.12
     min_label_contrast: float = 0.05
     min_label_snr: float = 2.5
@@ -229,6 +237,7 @@ class SceneParams:
     catheter_residual: float = 0.0  # contrast left in the catheter outside the injection
     catheter_iodine: float = 1.0  # catheter lumen concentration / vessel's (undiluted)
     sternal_wires: int = 0  # sternotomy wire loops in the background
+    thorax_detail: bool = False  # lung strands and surgical clips (SyntheticConfig)
     degradation: Degradation | None = None  # acquisition degradations applied last
 
 
@@ -344,6 +353,7 @@ def _widen(classic: SceneParams, config: SyntheticConfig, rng: np.random.Generat
         "catheter_residual": residual,
         "catheter_iodine": max(undiluted, pure / (mu_iodine * (1.0 - 0.35 * d))),
         "sternal_wires": wires if wires_draw < 0.3 else 0,
+        "thorax_detail": bool(config.thorax_detail),
         "degradation": degradation if config.degrade > 0 else None,
     }
     # drawn last, so that the scenes whose catheter keeps its classic side are unchanged
