@@ -109,14 +109,21 @@ def main() -> None:
     parser.add_argument("--whole-video", action="store_true",
                         help="segment every frame and track the guidewire over the video, "
                         "as segment does, before showing the chosen frames")
+    parser.add_argument("--frames", action="append", default=[], metavar="INPUT=F,F",
+                        help="the frames to show for one input instead of its chosen ones "
+                        "(e.g. proj1=0,30: a frame before the contrast arrives and one at "
+                        "full opacification)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images" / "real")
     args = parser.parse_args()
     if not REAL.is_dir():
         raise SystemExit(f"no real data at {REAL}")
     per_input = dict(item.split("=", 1) for item in args.model_for)
+    frames_for = {k: tuple(int(f) for f in v.split(","))
+                  for k, v in (item.split("=", 1) for item in args.frames)}
     args.out.mkdir(parents=True, exist_ok=True)
     shares: dict[str, dict] = {}
     for name, (rel, shown) in INPUTS.items():
+        shown = frames_for.get(name, shown)
         if args.only and name not in args.only:
             continue
         if args.only is None and args.model_for and name not in per_input:
@@ -153,6 +160,10 @@ def main() -> None:
             shares[name]["wire_tracking"] = {"kept_hidden": kept, "dropped": dropped}
             for i, new in changed.items():
                 all_labels[i] = new
+        if args.whole_video:  # every frame's shares, e.g. to see the frames before the bolus
+            shares[name]["share_by_frame"] = {
+                classes[k]: [round(float((lab == k).mean()), 5) for lab in all_labels]
+                for k in classes if k}
         for f in shown:
             labels, entropy = all_labels[f], entropies[f]
             share = {classes[k]: float((labels == k).mean()) for k in classes if k}
