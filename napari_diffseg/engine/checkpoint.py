@@ -213,6 +213,48 @@ _CODE_PATTERNS = (
 _CODE_WORDS = ("safe_globals", "add_safe_globals", "only build tensor", "reduce")
 
 
+def average_checkpoints(paths: list[str | os.PathLike[str]]) -> Checkpoint:
+    """The mean of the weights of several checkpoints of one architecture (a "model soup").
+
+    Models fine-tuned from the same start lie in one basin of the loss, and the mean of their
+    weights often keeps what each learnt. The result carries the last checkpoint's metadata,
+    its ``data_summary`` names the averaged files, and it has no training state (the
+    optimisers of the parts do not average). Integer tensors must agree.
+
+    Raises:
+        CheckpointError: fewer than two files, or the architectures, classes, normalisation
+            or weight names differ (the message names the file).
+    """
+    if len(paths) < 2:
+        raise CheckpointError("averaging needs at least two checkpoints")
+    ckpts = [load_checkpoint(p) for p in paths]
+    first = ckpts[0]
+    for ck in ckpts[1:]:
+        for what in ("model_config", "classes", "normalisation", "schedule"):
+            if getattr(ck, what) != getattr(first, what):
+                raise CheckpointError(f"{ck.source}: its {what} differs from that of "
+                                      f"{first.source}; only models of one architecture "
+                                      "can be averaged")
+        if ck.state_dict.keys() != first.state_dict.keys():
+            raise CheckpointError(f"{ck.source}: its weights differ in names from those of "
+                                  f"{first.source}")
+    mean = {}
+    for name, tensor in first.state_dict.items():
+        parts = [ck.state_dict[name] for ck in ckpts]
+        if tensor.is_floating_point():
+            mean[name] = (sum(p.double() for p in parts) / len(parts)).to(tensor.dtype)
+        else:
+            if any(not torch.equal(p, tensor) for p in parts):
+                raise CheckpointError(f"{name}: integer weights differ between the checkpoints")
+            mean[name] = tensor.clone()
+    last = ckpts[-1]
+    summary = dict(last.data_summary)
+    summary["averaged"] = [Path(p).name for p in paths]
+    return dataclasses.replace(last, state_dict=mean, data_summary=summary,
+                               training_state=None, metrics={}, created=_utc_now(),
+                               source=None)
+
+
 def _refused_code(message: str) -> str | None:
     """The callable a ``weights_only`` refusal names, "code" if it names none, or None when
     the message is about damaged data rather than code."""

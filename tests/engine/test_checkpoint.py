@@ -390,3 +390,30 @@ def test_opening_a_checkpoint_removes_stale_temps_beside_it(tmp_path: Path) -> N
     load_checkpoint(path)
 
     assert not stale.exists() and fresh.exists() and foreign.exists()
+
+
+def test_average_is_the_mean_of_the_weights(tmp_path: Path) -> None:
+    """Averaging gives each float weight's mean, keeps integer weights, names the parts and
+    drops the training state; mismatched architectures are refused with the file named."""
+    from napari_diffseg.engine.checkpoint import average_checkpoints
+
+    a, b = make_checkpoint(), make_checkpoint()
+    b.state_dict = {k: v + 1.0 for k, v in a.state_dict.items()}
+    a.state_dict = {**a.state_dict, "steps": torch.tensor([3])}
+    b.state_dict = {**b.state_dict, "steps": torch.tensor([3])}
+    pa, pb = save_checkpoint(tmp_path / "a.pt", a), save_checkpoint(tmp_path / "b.pt", b)
+    mean = average_checkpoints([pa, pb])
+    for name, tensor in a.state_dict.items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(mean.state_dict[name], tensor + 0.5)
+        else:
+            assert torch.equal(mean.state_dict[name], tensor)
+    assert mean.training_state is None and mean.metrics == {}
+    assert mean.data_summary["averaged"] == ["a.pt", "b.pt"]
+    save_checkpoint(tmp_path / "mean.pt", mean)  # storable as it is
+    other = save_checkpoint(tmp_path / "other.pt",
+                            make_checkpoint(model_config={"num_classes": 3, "width": 16}))
+    with pytest.raises(CheckpointError, match="other.pt.*model_config"):
+        average_checkpoints([pa, other])
+    with pytest.raises(CheckpointError, match="at least two"):
+        average_checkpoints([pa])
