@@ -853,8 +853,9 @@ class DiffSegWidget(QWidget):
                              f"< {before:.3f}): the current model is kept; the new one is in "
                              "the list below if you want it anyway")
                 self.finetune.status.setText(
-                    f"{how}: not better than before (validation Dice {best:.3f} < "
-                    f"{before:.3f}); current model kept, the new one is listed")
+                    f"{how}: not better than before (best validation Dice {best:.3f}, "
+                    f"{before:.3f} before training); current model kept, the new one is "
+                    "listed")
             else:
                 self.last_checkpoint = event["path"]
                 show_info(f"fine-tuning {how}; the new model is {event['path']}")
