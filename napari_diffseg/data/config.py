@@ -61,6 +61,8 @@ MOSXAV_BALLOON = 4
 REFERENCE_SIZE = 512
 #: image edges a catheter can enter from
 CATHETER_SIDES = ("bottom", "right", "top", "left")
+#: Share of the wide style's scenes whose catheter holds diluted contrast (clinical_catheters).
+FAINT_CATHETERS = 0.4
 #: Detector pixel pitch at the reference size (mm); the field of view is kept constant.
 REFERENCE_PIXEL_MM = 0.3
 
@@ -104,6 +106,16 @@ class SyntheticConfig:
         what a bundled model labelled vessel on real cines before the contrast arrived
         (docs/real-data.md). False: the background as drawn before 2026-12-07 (the bundled
         model's fixed held-out videos); every other draw is the same for one seed.
+    clinical_catheters
+        True: the guiding catheters of the clinical cines, which a bundled model labelled
+        vessel (docs/real-data.md). In 40 % of the wide style's scenes the catheter is 6..11
+        px wide and (default scheme; MOSXAV's is filled or flushed, its classes) its lumen
+        holds diluted contrast in every frame (0.3..0.9 of the vessels' peak concentration),
+        no darker than the trunk it engages; and half of the catheters that loop in from the
+        top make a J (down beside the ostium, then a wide, shallow sweep into it from the
+        side) instead of a deep U. False: the catheters as drawn before (filled with
+        undiluted contrast during the injection, 6..8.5 px, U loops); every other draw of
+        the scene is the same (the guidewire's path may differ where a loop draws the J).
     label_threshold
         Relative iodine concentration (peak = 1) above which a vessel pixel is labelled.
     min_label_contrast
@@ -138,6 +150,7 @@ class SyntheticConfig:
     catheter_side: str | None = None
     catheter_from_any_edge: bool = True
     thorax_detail: bool = True
+    clinical_catheters: bool = True
     label_threshold: float = 0.12
     min_label_contrast: float = 0.05
     min_label_snr: float = 2.5
@@ -238,6 +251,7 @@ class SceneParams:
     catheter_iodine: float = 1.0  # catheter lumen concentration / vessel's (undiluted)
     sternal_wires: int = 0  # sternotomy wire loops in the background
     thorax_detail: bool = False  # lung strands and surgical clips (SyntheticConfig)
+    clinical_catheters: bool = False  # J-shaped loops as well (SyntheticConfig)
     degradation: Degradation | None = None  # acquisition degradations applied last
 
 
@@ -354,10 +368,18 @@ def _widen(classic: SceneParams, config: SyntheticConfig, rng: np.random.Generat
         "catheter_iodine": max(undiluted, pure / (mu_iodine * (1.0 - 0.35 * d))),
         "sternal_wires": wires if wires_draw < 0.3 else 0,
         "thorax_detail": bool(config.thorax_detail),
+        "clinical_catheters": bool(config.clinical_catheters),
         "degradation": degradation if config.degrade > 0 else None,
     }
     # drawn last, so that the scenes whose catheter keeps its classic side are unchanged
     side_draw = u()
     if config.catheter_side is None and config.catheter_from_any_edge and side_draw < 0.4:
         replace["catheter_side"] = "top" if side_draw < 0.25 else "left"
+    # drawn after that, so that clinical_catheters=False gives the scenes of before
+    faint_draw, dilution, faint_diameter = u(), u(0.3, 0.9), u(6.0, 11.0)
+    if config.clinical_catheters and faint_draw < FAINT_CATHETERS:
+        replace["catheter_radius"] = max(0.5 * faint_diameter * scale, 1.0)
+        if config.scheme == "default":  # MOSXAV's catheter is filled or flushed (its classes)
+            replace["catheter_iodine"] = dilution
+            replace["catheter_residual"] = 1.0  # the same lumen in every frame
     return dataclasses.replace(classic, **replace)

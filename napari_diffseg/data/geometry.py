@@ -291,6 +291,7 @@ def make_catheter(rng: np.random.Generator, params: SceneParams, tree: VesselTre
     tip_dir = _direction(_heading_at(stem, 0))
     margin = params.catheter_radius + 0.04 * size
     loop = None  # top entry: depth of the loop below the ostium, px
+    sweep = None  # a J instead: (depth below the ostium, reach to its side, outward bulge), px
     if params.catheter_side == "bottom":
         entry = np.array([h - 1 + margin, rng.uniform(0.45, 0.9) * w])
         inward = np.array([-1.0, rng.uniform(-0.25, 0.1)])
@@ -305,6 +306,11 @@ def make_catheter(rng: np.random.Generator, params: SceneParams, tree: VesselTre
         inward = np.array([1.0, rng.uniform(-0.2, 0.2)])
         if rng.uniform() < 0.6:
             loop = rng.uniform(0.3, 0.6) * h
+            if params.clinical_catheters:  # half of the loops: a J, as in the clinical cines
+                j_draw, depth, reach, bulge = (rng.uniform(), rng.uniform(0.04, 0.2),
+                                               rng.uniform(0.1, 0.35), rng.uniform(0.0, 0.12))
+                if j_draw < 0.5:
+                    sweep = (depth * h, reach * w, bulge * w)
     else:  # left
         entry = np.array([rng.uniform(0.1, 0.65) * h, -margin])
         inward = np.array([rng.uniform(-0.2, 0.5), 1.0])
@@ -316,10 +322,19 @@ def make_catheter(rng: np.random.Generator, params: SceneParams, tree: VesselTre
             ostium - tip_dir * size * rng.uniform(0.12, 0.25),
             ostium,
         ])
-    else:  # a U: down from the entry, back up into the ostium from below
+    elif sweep is None:  # a U: down from the entry, back up into the ostium from below
         down = np.array([1.0, 0.0])
         ctrl = np.stack([entry, entry + down * (loop + ostium[0]),
                          ostium + down * loop * rng.uniform(0.6, 1.0), ostium])
+    else:  # a J: down beside the ostium, then a wide shallow sweep into it from the side
+        depth, reach, bulge = sweep
+        side = 1.0 if entry[1] <= ostium[1] else -1.0  # the entry's side of the ostium
+        ctrl = np.stack([
+            entry,
+            [ostium[0] + 1.5 * depth, np.clip(entry[1] - side * bulge, 0.03 * w, 0.97 * w)],
+            [ostium[0] + depth, np.clip(ostium[1] - side * reach, 0.03 * w, 0.97 * w)],
+            ostium,
+        ])
     pts = _resample(_bezier(ctrl))
     radius = np.full(len(pts), params.catheter_radius)
     # slight narrowing over the last few millimetres (tapered soft tip)
