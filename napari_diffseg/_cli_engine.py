@@ -150,6 +150,12 @@ def add_engine_parsers(sub, positive_int) -> None:
                    "done, a wire seen before and after the contrast bolus is kept in the "
                    "frames between, inside their vessel, and a wire no frame shows outside "
                    "the vessel becomes vessel")
+    p.add_argument("--keep-static", dest="static_filter", action="store_false",
+                   help="keep vessel labels over structures that the video's frames without "
+                   "contrast (before the injection, after the wash-out) show just as dark: "
+                   "lung markings, clips, wires, a catheter; by default, once every frame is "
+                   "done, they become background (videos with contrast in every frame are "
+                   "left as they are)")
     p.add_argument("--mosxav", action="store_true",
                    help="write the labels in MOSXAV's layout: OUT/Annotations_Semantic/<seq>/ "
                    "and OUT/labels.json, in the source's mask encoding (see --encoding)")
@@ -175,6 +181,9 @@ def add_engine_parsers(sub, positive_int) -> None:
                    "whole-video guidewire tracking (faster on sparsely annotated videos; by "
                    "default every frame of an annotated video is segmented, so the scores "
                    "are those of segment's labels)")
+    p.add_argument("--keep-static", dest="static_filter", action="store_false",
+                   help="score without segment's static-vessel step (see segment "
+                   "--keep-static)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _add_quiet(p)
     p.set_defaults(func=cmd_evaluate)
@@ -457,6 +466,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         f", guidewire {what} in {len(wire[key])} frames"
         for key, what in (("kept_hidden", "kept under the contrast"), ("dropped", "dropped"))
         if wire.get(key))
+    if pseudo.get("static_vessel"):
+        wire_note += (f", vessel there before the contrast made background in "
+                      f"{len(pseudo['static_vessel'])} frames")
     print(f"saved {done['path']} after {done['metrics'].get('iterations')} iterations in "
           f"{time.perf_counter() - t0:.0f} s (pseudo-labels: "
           f"{pseudo.get('known_fraction', 0):.0%} of pixels known, "
@@ -468,9 +480,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from napari_diffseg.engine.device import device_description, precision_name
     from napari_diffseg.engine.inference import iter_segment, load_for_inference, review_options
     from napari_diffseg.engine.postprocess import (
+        clean_video_runs,
         hidden_wire_classes,
-        track_wire_runs,
-        wire_changes,
+        vessel_class,
     )
     from napari_diffseg.io import (
         atomic_path,
@@ -517,14 +529,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     wire = hidden_wire_classes(ckpt.classes) if args.wire_tracking else None
-    tracking = {"applied": wire is not None, "kept_hidden": [], "dropped": []}
-    if wire is not None:
-        changed = track_wire_runs(labels, range(n), *wire)
-        kept, dropped = wire_changes(labels, changed, wire[0])
-        tracking["kept_hidden"] = [names[i] for i in kept]
-        tracking["dropped"] = [names[i] for i in dropped]
-        for i, new in changed.items():
-            labels[i] = new
+    vessel = vessel_class(ckpt.classes) if args.static_filter else None
+    done = clean_video_runs(frames, labels, range(n), ckpt.classes,
+                            static=args.static_filter, wire=args.wire_tracking)
+    tracking = {"applied": wire is not None, "kept_hidden": [names[i] for i in done.kept_hidden],
+                "dropped": [names[i] for i in done.dropped]}
+    static = {"applied": vessel is not None, "frames": [names[i] for i in done.static]}
+    for i, new in done.changed.items():
+        labels[i] = new
     seconds = time.perf_counter() - t0
     if args.mosxav:
         encoding = args.encoding or video.meta.extra.get("mask_encoding")
@@ -546,6 +558,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         "device": device,
         "precision": precision_name(model_device, args.precision),
         "wire_tracking": tracking,
+        "static_vessel": static,
         "timings": {"total_s": time.perf_counter() - t0, "segment_s": seconds,
                     "per_frame_s": seconds / max(n, 1)},
         "frame_scores": {names[i]: float(scores[i]) for i in range(len(names))},
@@ -568,7 +581,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.evaluation import evaluate_videos
     from napari_diffseg.engine.inference import load_for_inference, review_options
-    from napari_diffseg.engine.postprocess import hidden_wire_classes
+    from napari_diffseg.engine.postprocess import hidden_wire_classes, vessel_class
     from napari_diffseg.io import read_sequences
 
     model_path = _model_path(args.model)
@@ -578,11 +591,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     videos = read_sequences(args.data, split=args.split)
     annotated = sum(len(v.labelled) for v in videos)
     scored = [v for v in videos if v.labels is not None and v.labelled]
-    tracking = args.wire_tracking and hidden_wire_classes(ckpt.classes) is not None
+    tracking = args.wire_tracking and (hidden_wire_classes(ckpt.classes) is not None
+                                       or (args.static_filter
+                                           and vessel_class(ckpt.classes) is not None))
     total = sum(len(v.frames) for v in scored) if tracking else annotated
     model_device = next(model.parameters()).device
-    which = (f"all {total} frames of the {len(scored)} annotated sequence(s), to track the "
-             f"guidewire as segment does; {annotated} annotated" if tracking else
+    which = (f"all {total} frames of the {len(scored)} annotated sequence(s), for segment's "
+             f"whole-video step; {annotated} annotated" if tracking else
              f"the {total} annotated frames of {len(videos)} sequence(s)")
     status(f"segmenting {which}, on {device_description(model_device)} "
            f"({_review_line(args, model_device)}) ...", quiet=args.quiet)
@@ -597,7 +612,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                                 samples=args.samples, seed=args.seed,
                                                 min_component=_min_component(args),
                                                 precision=args.precision),
-                                 progress=progress, wire_tracking=args.wire_tracking)
+                                 progress=progress, wire_tracking=args.wire_tracking,
+                                 static=args.static_filter)
     finally:
         bar.close()
     if args.json:

@@ -35,7 +35,7 @@ from napari_diffseg.engine.inference import (
     load_for_inference,
     review_options,
 )
-from napari_diffseg.engine.postprocess import hidden_wire_classes, track_wire_runs, wire_changes
+from napari_diffseg.engine.postprocess import clean_video_runs
 from napari_diffseg.io import read
 from napari_diffseg.models import default_model_path
 
@@ -106,6 +106,8 @@ def main() -> None:
                         "views of test-time augmentation (segment's and the dock's default)")
     parser.add_argument("--steps", type=int, default=None, help="default: the review's")
     parser.add_argument("--samples", type=int, default=None, help="default: the review's")
+    parser.add_argument("--keep-static", action="store_true",
+                        help="--whole-video without segment's static-vessel step")
     parser.add_argument("--whole-video", action="store_true",
                         help="segment every frame and track the guidewire over the video, "
                         "as segment does, before showing the chosen frames")
@@ -153,12 +155,14 @@ def main() -> None:
         shares[name] = {"model": model_path.name, "review": args.review,
                         "steps": options.steps, "samples": options.samples,
                         "whole_video": args.whole_video, "frames": {}}
-        wire = hidden_wire_classes(classes)
-        if args.whole_video and wire is not None:
-            changed = track_wire_runs(all_labels, todo, *wire)
-            kept, dropped = wire_changes(all_labels, changed, wire[0])
-            shares[name]["wire_tracking"] = {"kept_hidden": kept, "dropped": dropped}
-            for i, new in changed.items():
+        if args.whole_video:  # segment's whole-video step: static vessel, then the wire
+            done = clean_video_runs(frames, all_labels, todo, classes,
+                                    static=not args.keep_static)
+            shares[name]["wire_tracking"] = {"kept_hidden": done.kept_hidden,
+                                             "dropped": done.dropped}
+            shares[name]["static_vessel"] = {"applied": not args.keep_static,
+                                             "frames": done.static}
+            for i, new in done.changed.items():
                 all_labels[i] = new
         if args.whole_video:  # every frame's shares, e.g. to see the frames before the bolus
             shares[name]["share_by_frame"] = {

@@ -336,9 +336,12 @@ def test_segment_drops_a_wire_no_frame_shows_outside_the_vessel(model, tmp_path,
     assert len(tracking["dropped"]) == 3 and tracking["kept_hidden"] == []
 
 
-def _segment_pattern(model, tmp_path, monkeypatch, pattern, extra):
-    """Run `segment` on a random 64 px video with the model's labels replaced by `pattern`
-    (the rest of the run is real); returns (the label maps written, summary["wire_tracking"])."""
+def _segment_pattern(model, tmp_path, monkeypatch, pattern, extra, frames=None,
+                     key="wire_tracking"):
+    """Run `segment` on a random 64 px video (or `frames`) with the model's labels replaced
+    by `pattern` (the rest of the run is real); returns (the label maps written,
+    summary[key]). The wire tests keep static vessel (--keep-static): noise frames have no
+    contrast to judge it by."""
     from dataclasses import replace
 
     import napari_diffseg.engine.inference as inference
@@ -350,7 +353,9 @@ def _segment_pattern(model, tmp_path, monkeypatch, pattern, extra):
             yield replace(chunk, labels=pattern[chunk.indices])
 
     monkeypatch.setattr(inference, "iter_segment", model_answer)
-    frames = np.random.default_rng(1).integers(0, 255, pattern.shape, dtype=np.uint8)
+    if frames is None:
+        frames = np.random.default_rng(1).integers(0, 255, pattern.shape, dtype=np.uint8)
+        extra = [*extra, "--keep-static"]
     tifffile.imwrite(tmp_path / "run.tif", frames)
     out = tmp_path / "seg"
     assert main(["segment", str(tmp_path / "run.tif"), "--model", str(model), "--out", str(out),
@@ -358,4 +363,29 @@ def _segment_pattern(model, tmp_path, monkeypatch, pattern, extra):
                  "--device", "cpu", "--quiet", *extra]) == 0
     written = np.stack([np.asarray(Image.open(p))
                         for p in sorted((out / "labels").glob("*.png"))])
-    return written, json.loads((out / "summary.json").read_text())["wire_tracking"]
+    return written, json.loads((out / "summary.json").read_text())[key]
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_segment_drops_vessel_the_frames_before_the_contrast_show_too(model, tmp_path,
+                                                                     monkeypatch, keep):
+    """A lung marking the model calls vessel in every frame, and a vessel that fills in
+    frames 3-6: segment writes the marking as background (unless --keep-static) and names
+    the frames it changed."""
+    rng = np.random.default_rng(0)
+    frames = 180 + rng.normal(0, 3, (10, 128, 128))
+    pattern = np.zeros((10, 128, 128), np.uint8)
+    frames[:, 20:24, 10:60] -= 50
+    pattern[:, 20:24, 10:60] = 1
+    frames[3:7, 60:68, 10:118] -= 60
+    pattern[3:7, 60:68, 10:118] = 1
+    written, static = _segment_pattern(model, tmp_path, monkeypatch, pattern,
+                                       ["--keep-static"] if keep else [],
+                                       frames=frames.astype(np.uint8), key="static_vessel")
+    assert static["applied"] is not keep
+    assert (written[3:7, 60:68, 10:118] == 1).all()
+    if keep:
+        assert (written == pattern).all() and static["frames"] == []
+    else:
+        assert not (written[:, 20:24, 10:60] == 1).any()
+        assert len(static["frames"]) == 10

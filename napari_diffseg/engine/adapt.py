@@ -11,8 +11,10 @@ go (in the dock's fine-tuning child process, or in the CLI's own process):
    where the model is unsure or says background becomes vessel; where the prior sees no ridge
    at all and the model sees no confident foreground it is background; every other pixel
    (a weak ridge the model does not confirm, the fringe of a ridge) is unknown
-   (:data:`IGNORE_LABEL`, weight 0) instead of being forced to background; the guidewire is
-   then judged over the whole video as ``segment`` does (:func:`track_pseudo_wire`);
+   (:data:`IGNORE_LABEL`, weight 0) instead of being forced to background; then, as
+   ``segment`` does over the whole video, vessel over what the frames without contrast show
+   as dark becomes background (:func:`drop_static_pseudo_vessel`) and the guidewire is
+   judged (:func:`track_pseudo_wire`);
 4. semi-supervised fine-tuning (:func:`~napari_diffseg.engine.training.train`) on the video
    itself: verified frames as labels, the fused pseudo-labels of the other frames as (noisy)
    labels, and the other frames also as unlabelled frames for the EMA teacher and the
@@ -50,9 +52,11 @@ from napari_diffseg.engine.inference import (
     predict_normalised,
 )
 from napari_diffseg.engine.postprocess import (
+    drop_static_vessel_runs,
     hidden_wire_classes,
     remove_specks,
     track_wire_runs,
+    vessel_class,
     wire_changes,
 )
 from napari_diffseg.engine.prior import PriorOptions, vessel_prior
@@ -134,6 +138,28 @@ def fuse_pseudo_labels(
     labels[background] = 0
     weights[background] = np.maximum(p[:, 0][background], 0.5)
     return labels, weights
+
+
+def drop_static_pseudo_vessel(labels: np.ndarray, raw: np.ndarray, todo: list[int],
+                              verified: Mapping[int, np.ndarray], vessel: int) -> list[int]:
+    """The static-vessel step of ``segment``
+    (:func:`~napari_diffseg.engine.postprocess.drop_static_vessel`) applied to the
+    pseudo-labels, in place: vessel over what the video's frames without contrast show as
+    dark (lung markings, clips, wires, a catheter: the vesselness prior answers to all of
+    them) is taught as background. labels (len(todo), H, W) of the frames `todo` (pixels
+    of no class, the ignore label, count as not vessel), raw: the video's frames, verified:
+    the user's frames (evidence, unchanged). Returns the frames changed."""
+    n = raw.shape[0]
+    video = np.zeros((n,) + labels.shape[1:], np.uint8)
+    video[todo] = np.where(labels == vessel, vessel, 0)
+    for i, lab in verified.items():
+        video[i] = np.where(lab == vessel, vessel, 0)
+    changed = drop_static_vessel_runs(raw, video, todo, vessel, trusted=list(verified))
+    row = {int(i): k for k, i in enumerate(todo)}
+    for i, new in changed.items():
+        k = row[i]
+        labels[k][(labels[k] == vessel) & (new != vessel)] = 0
+    return sorted(changed)
 
 
 def track_pseudo_wire(labels: np.ndarray, probabilities: np.ndarray, todo: list[int],
@@ -272,6 +298,10 @@ def build_adapt_data(
         if should_stop is not None and should_stop():
             raise Cancelled("adaptation stopped while making the pseudo-labels")
         labels, _ = fuse_pseudo_labels(probs, prior.vesselness, prior.mask, request.fusion)
+        vessel = vessel_class(classes)
+        if vessel is not None:
+            stats["static_vessel"] = drop_static_pseudo_vessel(labels, raw, todo, verified,
+                                                                vessel)
         wire = hidden_wire_classes(classes)
         if wire is not None:
             stats["wire_tracking"] = track_pseudo_wire(labels, probs, todo, verified, n, wire)

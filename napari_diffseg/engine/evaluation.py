@@ -8,7 +8,7 @@ import numpy as np
 
 from napari_diffseg.engine.inference import SegmentOptions, iter_segment
 from napari_diffseg.engine.metrics import EvaluationReport, evaluate_frames
-from napari_diffseg.engine.postprocess import hidden_wire_classes, track_wire
+from napari_diffseg.engine.postprocess import clean_video_runs, hidden_wire_classes, vessel_class
 
 
 def evaluate_videos(
@@ -18,6 +18,7 @@ def evaluate_videos(
     options: SegmentOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
     wire_tracking: bool = False,
+    static: bool = True,
 ) -> EvaluationReport:
     """Segment the annotated frames of each :class:`napari_diffseg.io.Video` and compare them
     with the annotations (frames of every size; classes from the checkpoint and the data).
@@ -30,13 +31,15 @@ def evaluate_videos(
     beside its real neighbours (not the next annotated frame), so the scores are those of
     the labels a user gets.
 
-    With `wire_tracking` (and a guidewire and a vessel class) every frame of each annotated
-    video is segmented and the guidewire tracked over the video
-    (:func:`~napari_diffseg.engine.postprocess.track_wire`), as `segment` and the dock do,
-    before the annotated frames are scored; `progress` then counts all those frames."""
+    With `wire_tracking` (and a vessel class) every frame of each annotated video is
+    segmented and the whole-video step of `segment` and the dock run over it
+    (:func:`~napari_diffseg.engine.postprocess.clean_video_runs`: static vessel dropped
+    unless `static` is False, the guidewire tracked where the classes have one) before the
+    annotated frames are scored; `progress` then counts all those frames."""
     preds, targets = [], []
     classes: dict[int, str] = {int(k): v for k, v in checkpoint.classes.items()}
-    wire = hidden_wire_classes(checkpoint.classes) if wire_tracking else None
+    wire = wire_tracking and (hidden_wire_classes(checkpoint.classes) is not None
+                              or (static and vessel_class(checkpoint.classes) is not None))
     scored = [v for v in videos if v.labels is not None and v.labelled]
     done = 0
     total = sum(len(v.frames) if wire else len(v.labelled) for v in scored)
@@ -52,8 +55,11 @@ def evaluate_videos(
             if progress is not None:  # frames done over all the videos, after each batch
                 progress(done + chunk.done, total)
         if wire:
-            tracked = track_wire(np.stack([labels[i] for i in todo]), *wire)
-            labels = dict(zip(todo, tracked, strict=True))
+            done_labels = np.stack([labels[i] for i in todo])
+            cleaned = clean_video_runs(video.frames, done_labels, range(len(todo)),
+                                       checkpoint.classes, static=static)
+            for i, new in cleaned.changed.items():
+                labels[todo[i]] = new
         preds.extend(labels[i] for i in idx)
         for k, v in (video.classes or {}).items():
             classes.setdefault(int(k), v)

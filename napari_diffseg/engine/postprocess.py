@@ -12,6 +12,14 @@
   vessel is the network's guess that a wire could lie in that lumen (its training labels put
   wires there), not something it saw; it becomes vessel again.
 * :func:`track_wire` runs the two, in that order, over one video.
+* :func:`clean_video_runs` is the whole-video step of `segment`, the dock and `evaluate`: the
+  two below, static vessel first, then the wire.
+* :func:`drop_static_vessel`: vessel that does not come with the contrast. Contrast fills the
+  vessels for part of a cine; lung markings, surgical clips, marker rings, wires and a
+  guiding catheter look the same in every frame. Where a video has frames without contrast
+  (before the injection, after the wash-out), a vessel label over a structure those frames
+  show just as dark is background seen as vessel, and goes (the mask image of digital
+  subtraction angiography, used as evidence rather than subtracted).
 
 Numpy, scipy and scikit-image only.
 """
@@ -19,6 +27,7 @@ Numpy, scipy and scikit-image only.
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -237,3 +246,155 @@ def wire_changes(before: np.ndarray, changed: dict[int, np.ndarray],
     kept = sorted(f for f, new in changed.items()
                   if np.count_nonzero(new == wire) > np.count_nonzero(before[f] == wire))
     return kept, sorted(set(changed) - set(kept))
+
+
+#: :func:`drop_static_vessel`'s settings, chosen on generated videos of seeds 300,000 and
+#: 400,000 (with and without the lung strands) and checked on seeds 600,000 (docs/model.md):
+#: frames whose vessel area is at most ``STATIC_REFERENCE`` of the video's largest are its
+#: reference (contrast-free) frames, at least ``STATIC_MIN_REFERENCE`` of them (else the
+#: smallest ones, if at most ``STATIC_FALLBACK`` of the largest; else nothing is done); a
+#: vessel component (or a part of one of at least ``STATIC_PART`` px, quoted at 512 x 512)
+#: whose darkening since the reference frames is under ``STATIC_RATIO`` of its darkness
+#: against its surroundings is static.
+STATIC_REFERENCE = 0.25
+STATIC_MIN_REFERENCE = 2
+STATIC_FALLBACK = 0.5
+STATIC_RATIO = 0.35
+STATIC_PART = 64
+
+
+def vessel_class(classes) -> int | None:
+    """The id of the class named "vessel" in `classes` ({id: name}), or None."""
+    for k, name in dict(classes).items():
+        if str(name).lower() == "vessel":
+            return int(k)
+    return None
+
+
+def _gray(frames: np.ndarray) -> np.ndarray:
+    frames = np.asarray(frames)
+    if frames.ndim == 4:  # (T, H, W, C) colour
+        frames = frames.mean(axis=-1)
+    return frames.astype(np.float32)
+
+
+def drop_static_vessel(frames: np.ndarray, labels: np.ndarray, vessel: int, *,
+                       trusted=()) -> np.ndarray:
+    """Vessel labels over structures the video's contrast-free frames show as dark: background.
+
+    frames (T, H, W) (or (T, H, W, C)) and labels (T, H, W) of consecutive frames of one
+    video; `trusted`: positions of the frames whose labels are the user's (evidence, left
+    unchanged). The reference frames are those with the least vessel (see
+    :data:`STATIC_REFERENCE`); their median (after a Gaussian of 1.5 px) is the video without
+    contrast. In every other frame and in the reference frames themselves, a vessel
+    component is compared with it: its median darkening since the reference, over its
+    median darkness against its surroundings (a grey closing of 25 px, scaled), is near 1
+    for a lumen that filled and near 0 for a lung marking, clip, wire or catheter that was
+    already there. Static components become background, and so do static parts of at least
+    :data:`STATIC_PART` px (quoted at 512 x 512) of the components kept (a catheter stretch
+    joined to the tree). A video without reference frames (contrast throughout, or one
+    frame) is left as it is. Returns a new array.
+    """
+    labels = np.asarray(labels)
+    out = labels.copy()
+    n = len(labels)
+    area = np.array([(frame == vessel).sum() for frame in labels], dtype=float)
+    if n < 3 or area.max() <= 0:
+        return out
+    reference = np.flatnonzero(area <= STATIC_REFERENCE * area.max())
+    if len(reference) < STATIC_MIN_REFERENCE:
+        reference = np.argsort(area, kind="stable")[:STATIC_MIN_REFERENCE]
+        if area[reference].max() > STATIC_FALLBACK * area.max():
+            return out
+    gray = _gray(frames)
+    if gray.shape != labels.shape:
+        raise ValueError(f"frames {gray.shape} and labels {labels.shape} differ in shape")
+    scale = min(labels.shape[1:]) / 512.0
+    closing = max(3, int(round(25 * scale)) | 1)
+    part = min_component_pixels(STATIC_PART, labels.shape[1:])
+    smooth = np.stack([ndimage.gaussian_filter(f, 1.5 * max(scale, 0.5)) for f in gray])
+    background = np.median(smooth[reference], axis=0)
+    trusted = {int(t) for t in trusted}
+    eight = np.ones((3, 3), dtype=bool)
+    for t in range(n):
+        mask = labels[t] == vessel
+        if t in trusted or not mask.any():
+            continue
+        dark = ndimage.grey_closing(smooth[t], size=(closing, closing)) - smooth[t]
+        change = background - smooth[t]
+        comp, count = ndimage.label(mask, structure=eight)
+        ids = np.arange(1, count + 1)
+        ratio = (np.asarray(ndimage.median(change, comp, ids))
+                 / np.maximum(np.asarray(ndimage.median(dark, comp, ids)), 1e-3))
+        static = np.isin(comp, ids[ratio < STATIC_RATIO])
+        kept = mask & ~static
+        local = (ndimage.uniform_filter(change, 5)
+                 / np.maximum(ndimage.uniform_filter(dark, 5), 1e-3))
+        parts, m = ndimage.label(kept & (local < STATIC_RATIO), structure=eight)
+        if m:
+            sizes = np.asarray(ndimage.sum(parts > 0, parts, np.arange(1, m + 1)))
+            static |= np.isin(parts, np.flatnonzero(sizes >= part) + 1)
+        out[t][static] = 0
+    return out
+
+
+def drop_static_vessel_runs(frames: np.ndarray, labels: np.ndarray, indices, vessel: int,
+                            trusted=()) -> dict[int, np.ndarray]:
+    """:func:`drop_static_vessel` over each run of consecutive frames among `indices` and
+    `trusted` of `labels` (T, H, W) and `frames` (T, H, W[, C]), as :func:`track_wire_runs`
+    does: `trusted` frames are evidence and never changed. Returns ``{frame: new labels}``
+    for the frames it changed."""
+    trusted = {int(t) for t in trusted}
+    changed: dict[int, np.ndarray] = {}
+    for run in consecutive_runs(set(int(i) for i in indices) | trusted):
+        mine = [k for k, frame in enumerate(run) if frame in trusted]
+        if len(mine) == len(run) or len(run) < 3:
+            continue
+        video = np.stack([np.asarray(frames[i]) for i in run])  # a lazy video reads the run
+        cleaned = drop_static_vessel(video, labels[run], vessel, trusted=mine)
+        for k, frame in enumerate(run):
+            if frame not in trusted and (cleaned[k] != labels[frame]).any():
+                changed[frame] = cleaned[k]
+    return changed
+
+
+@dataclass
+class VideoCleanup:
+    """What :func:`clean_video_runs` did: ``changed`` {frame: new labels} (the frames whose
+    labels differ from the input), ``static`` the frames that lost static vessel
+    (:func:`drop_static_vessel`), ``kept_hidden`` / ``dropped`` the frames whose guidewire
+    was kept under the bolus / dropped (:func:`track_wire`, :func:`wire_changes`)."""
+
+    changed: dict[int, np.ndarray] = field(default_factory=dict)
+    static: list[int] = field(default_factory=list)
+    kept_hidden: list[int] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)
+
+
+def clean_video_runs(frames: np.ndarray | None, labels: np.ndarray, indices, classes, *,
+                     trusted=(), static: bool = True, wire: bool = True) -> VideoCleanup:
+    """The whole-video step after a segmentation, over each run of consecutive frames among
+    `indices` (the frames it wrote) and `trusted` (the user's frames: evidence, never
+    changed) of `labels` (T, H, W): :func:`drop_static_vessel_runs` (`static`, with
+    `frames` and a "vessel" class), then :func:`track_wire_runs` (`wire`, with a guidewire
+    and a vessel class). `labels` is not modified."""
+    labels = np.asarray(labels)
+    out = VideoCleanup()
+    current = labels
+    vessel = vessel_class(classes)
+    if static and vessel is not None and frames is not None:
+        gone = drop_static_vessel_runs(frames, labels, indices, vessel, trusted=trusted)
+        if gone:
+            current = labels.copy()
+            for frame, new in gone.items():
+                current[frame] = new
+            out.changed.update(gone)
+            out.static = sorted(gone)
+    pair = hidden_wire_classes(classes) if wire else None
+    if pair is not None:
+        tracked = track_wire_runs(current, indices, *pair, trusted=trusted)
+        out.kept_hidden, out.dropped = wire_changes(current, tracked, pair[0])
+        out.changed.update(tracked)
+    out.changed = {f: new for f, new in sorted(out.changed.items())
+                   if (new != labels[f]).any()}
+    return out

@@ -106,7 +106,7 @@ class DiffSegWidget(QWidget):
         self._fitted = False  # the view is refitted once the dock is shown
         self._calibrated = None  # the running segmentation's calibration (_jobs.Calibrated)
         # frames the wire tracking wrote: (wire kept under the contrast, wire dropped)
-        self._wire_frames: tuple[list[int], list[int]] = ([], [])
+        self._wire_frames: tuple[list[int], ...] = ([], [], [])
         self.reviewing = ReviewController(self)
         self.propagating = PropagateController(self)
         self.history = ModelHistoryController(self)
@@ -483,7 +483,7 @@ class DiffSegWidget(QWidget):
         )
         self.segment_worker = worker
         self._calibrated = None
-        self._wire_frames = ([], [])
+        self._wire_frames = ([], [], [])
         self._seg_started = time.perf_counter()
         self.seg_progress.setRange(0, len(indices))
         self.seg_progress.setValue(0)
@@ -533,9 +533,8 @@ class DiffSegWidget(QWidget):
             return
         if isinstance(item, _jobs.WireTracked):
             written = set(session.apply_wire_tracking(item, shown=self.current_frame()))
-            self._wire_frames = ([f for f in item.gained if f in written],
-                                 [f for f in item.indices if f in written
-                                  and f not in item.gained])
+            self._wire_frames = tuple([f for f in frames if f in written]
+                                      for frames in (item.gained, item.dropped, item.static))
             return
         session.apply_chunk(item, shown=self.current_frame())
         self._last_chunk = item
@@ -584,7 +583,10 @@ class DiffSegWidget(QWidget):
                               f"{'s' if n > 1 else ''} (temperature "
                               f"{self._calibrated.temperature:.2f})")
             wire = ""
-            kept, dropped = (len(f) for f in self._wire_frames)
+            kept, dropped, static = (len(f) for f in self._wire_frames)
+            if static:
+                wire += (f"; vessel labels over what the frames before the contrast show as "
+                         f"well removed in {static} frame{'s' * (static > 1)}")
             if kept:
                 wire += f"; guidewire kept under the contrast in {kept} frame{'s' * (kept > 1)}"
             if dropped:

@@ -43,30 +43,34 @@ class Calibrated:
 
 @dataclass
 class WireTracked:
-    """Yielded last by a segmentation job that ran to its end: the frames whose guidewire
-    the whole-video step changed (:func:`~napari_diffseg.engine.postprocess.track_wire`:
-    kept where the contrast bolus hides it, dropped where no frame shows it outside the
-    vessel), their new labels (k, H, W) and how many of them gained wire pixels; the dock
-    writes them where the user has not."""
+    """Yielded last by a segmentation job that ran to its end: the frames the whole-video
+    step changed (:func:`~napari_diffseg.engine.postprocess.clean_video_runs`: vessel that
+    was already there before the contrast dropped, the guidewire kept where the contrast
+    bolus hides it and dropped where no frame shows it outside the vessel), their new labels
+    (k, H, W), the frames that gained wire pixels (``gained``), lost a wire (``dropped``) or
+    lost static vessel (``static``); the dock writes them where the user has not."""
 
     indices: list[int]
     labels: np.ndarray
     gained: list[int] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)
+    static: list[int] = field(default_factory=list)
 
 
-def wire_tracking_update(labels: np.ndarray, indices, wire: tuple[int, int],
-                         trusted=()) -> WireTracked | None:
-    """Run track_wire over each run of consecutive frames in `indices` (the frames one
-    segmentation wrote) and `trusted` (the user's frames: evidence, never changed) of
-    `labels` (T, H, W); `wire`: (guidewire id, vessel id). None when no frame changes."""
-    from napari_diffseg.engine.postprocess import track_wire_runs, wire_changes
+def wire_tracking_update(labels: np.ndarray, indices, classes, trusted=(),
+                         frames: np.ndarray | None = None) -> WireTracked | None:
+    """Run the whole-video step over each run of consecutive frames in `indices` (the frames
+    one segmentation wrote) and `trusted` (the user's frames: evidence, never changed) of
+    `labels` (T, H, W) with `classes` ({id: name}); the static-vessel step needs the video's
+    `frames`. None when no frame changes."""
+    from napari_diffseg.engine.postprocess import clean_video_runs
 
-    changed = track_wire_runs(labels, indices, *wire, trusted=trusted)
-    if not changed:
+    done = clean_video_runs(frames, labels, indices, classes, trusted=trusted)
+    if not done.changed:
         return None
-    frames = sorted(changed)
-    return WireTracked(frames, np.stack([changed[f] for f in frames]),
-                       wire_changes(labels, changed, wire[0])[0])
+    order = sorted(done.changed)
+    return WireTracked(order, np.stack([done.changed[f] for f in order]),
+                       list(done.kept_hidden), list(done.dropped), list(done.static))
 
 
 #: at most this many verified frames calibrate a segmentation (spread over the video): the
@@ -155,7 +159,7 @@ def segment_job(
         load_for_inference,
         review_options,
     )
-    from napari_diffseg.engine.postprocess import hidden_wire_classes
+    from napari_diffseg.engine.postprocess import hidden_wire_classes, vessel_class
 
     lower_this_threads_priority()
     if min_component is None:
@@ -177,10 +181,10 @@ def segment_job(
         yield Calibrated(float(temperature), [int(v) for v in verified])
         if stop is not None and stop.is_set():
             return
-    # the labels are kept for the wire tracking after the last frame, when the classes have
-    # a guidewire and a vessel
-    wire = hidden_wire_classes(ckpt.classes)
-    labels = np.zeros(np.shape(frames)[:3], dtype=np.uint8) if wire else None
+    # the labels are kept for the whole-video step after the last frame, when the classes
+    # have a vessel (static vessel; with a guidewire, the wire tracking too)
+    keep = vessel_class(ckpt.classes) is not None or hidden_wire_classes(ckpt.classes)
+    labels = np.zeros(np.shape(frames)[:3], dtype=np.uint8) if keep else None
     try:
         for chunk in iter_segment(
             model, frames, normalisation=ckpt.normalisation,
@@ -198,7 +202,7 @@ def segment_job(
     if user_labels is not None and len(user_labels[0]):
         trusted = [int(i) for i in user_labels[0]]
         labels[trusted] = user_labels[1]
-    update = wire_tracking_update(labels, indices, wire, trusted)
+    update = wire_tracking_update(labels, indices, ckpt.classes, trusted, frames=frames)
     if update is not None:
         yield update
 

@@ -14,6 +14,7 @@ from napari_diffseg.engine.adapt import (
     AdaptRequest,
     adapt_to_video,
     build_adapt_data,
+    drop_static_pseudo_vessel,
     fuse_pseudo_labels,
     track_pseudo_wire,
 )
@@ -89,6 +90,30 @@ def test_pseudo_labels_lose_a_wire_only_drawn_inside_the_vessel():
     labels[:, 10:20, 30] = IGNORE_LABEL
     track_pseudo_wire(labels, _one_hot(model), list(range(6)), {}, 6, (3, 1))
     assert (labels[:, 10:20, 30] == IGNORE_LABEL).all() and (labels[:, 20:50, 30] == 1).all()
+
+
+def test_pseudo_labels_teach_a_structure_there_before_the_contrast_as_background():
+    """The prior and the model call a clip cluster / lung marking vessel in every frame and
+    the tree only in frames 3-6, where it darkens: the pseudo-labels keep the tree and make
+    the marking background, but leave the user's verified frame and unknown pixels alone."""
+    rng = np.random.default_rng(0)
+    raw = (180 + rng.normal(0, 3, (10, 128, 128)))
+    labels = np.zeros((10, 128, 128), np.uint8)
+    raw[:, 20:24, 10:60] -= 50
+    labels[:, 20:24, 10:60] = 1
+    raw[3:7, 60:68, 10:118] -= 60
+    labels[3:7, 60:68, 10:118] = 1
+    labels[:, 50:52, 0:4] = IGNORE_LABEL
+    todo = [i for i in range(10) if i != 8]
+    user = labels[8].copy()
+    pseudo = labels[todo].copy()
+    changed = drop_static_pseudo_vessel(pseudo, raw, todo, {8: user}, 1)
+    assert changed == todo
+    assert not (pseudo[:, 20:24, 10:60] == 1).any()
+    assert (pseudo[:, 20:24, 10:60] == 0).all()
+    assert (pseudo[3:7, 60:68, 10:118] == 1).all()
+    assert (pseudo[:, 50:52, 0:4] == IGNORE_LABEL).all()
+    assert (user == labels[8]).all()
 
 
 def test_pseudo_labels_regain_the_wire_hidden_by_the_bolus():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from napari_diffseg.engine.postprocess import min_component_pixels, remove_specks
 
@@ -172,3 +173,74 @@ def test_the_users_frames_are_evidence_for_the_wire_and_stay_as_they_are():
     assert (track_wire(guess, WIRE, VESSEL, trusted=[5]) == guess).all()
     assert track_wire_runs(guess, range(5), WIRE, VESSEL, trusted=[5]) == {}
     assert sorted(track_wire_runs(guess, range(6), WIRE, VESSEL)) == list(range(6))
+
+
+# -- vessel that was there before the contrast ---------------------------------------------
+from napari_diffseg.engine.postprocess import (  # noqa: E402
+    clean_video_runs,
+    drop_static_vessel,
+    drop_static_vessel_runs,
+    vessel_class,
+)
+
+
+def _static_video(joined: bool = False, contrast=range(3, 7)):
+    """10 frames of 128 px: a dark strand (lung marking, clip, catheter) in every frame, a
+    vessel dark only in the `contrast` frames; the labels call both vessel where they show."""
+    rng = np.random.default_rng(0)
+    frames = 180 + rng.normal(0, 3, (10, 128, 128))
+    strand = np.zeros((128, 128), bool)
+    strand[20:24, 10:60] = True
+    if joined:  # a catheter stretch that runs into the tree
+        strand[24:60, 30:34] = True
+    lumen = np.zeros((128, 128), bool)
+    lumen[60:68, 10:118] = True
+    labels = np.zeros((10, 128, 128), np.uint8)
+    for t in range(10):
+        frames[t][strand] -= 50
+        labels[t][strand] = 1
+        if t in contrast:
+            frames[t][lumen] -= 60
+            labels[t][lumen] = 1
+    return frames.astype(np.float32), labels, strand, lumen
+
+
+@pytest.mark.parametrize("joined", [False, True])
+def test_vessel_over_what_the_contrast_free_frames_show_goes_and_the_filled_lumen_stays(joined):
+    frames, labels, strand, lumen = _static_video(joined)
+    out = drop_static_vessel(frames, labels, 1)
+    for t in range(10):
+        # the strand (or the catheter stretch joined to the tree) is gone in every frame
+        assert (out[t][strand & ~lumen] == 1).mean() < 0.05
+        if t in range(3, 7):  # the lumen that filled stays
+            assert (out[t][lumen] == 1).mean() > 0.95
+    assert (labels[0][strand] == 1).all()  # the input is not modified
+
+
+def test_a_video_with_contrast_in_every_frame_is_left_alone():
+    frames, labels, *_ = _static_video(contrast=range(10))
+    assert (drop_static_vessel(frames, labels, 1) == labels).all()
+    # too short to hold reference frames
+    assert (drop_static_vessel(frames[:2], labels[:2], 1) == labels[:2]).all()
+
+
+def test_static_vessel_runs_leave_the_users_frames_and_report_only_changes():
+    frames, labels, strand, lumen = _static_video()
+    changed = drop_static_vessel_runs(frames, labels, range(10), 1, trusted=[4])
+    assert sorted(changed) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert all((changed[t][strand] == 0).all() for t in changed)
+    # only the frames a segmentation wrote (and runs of at least 3) are looked at
+    assert sorted(drop_static_vessel_runs(frames, labels, [0, 1, 2, 3, 4, 8], 1)) == [0, 1, 2, 3, 4]
+
+
+def test_clean_video_runs_drops_static_vessel_then_tracks_the_wire():
+    frames, labels, strand, lumen = _static_video()
+    classes = dict(DEFAULT_CLASSES)
+    assert vessel_class(classes) == 1 and vessel_class({0: "bg", 5: "Vessel"}) == 5
+    assert vessel_class({0: "background", 1: "catheter"}) is None
+    done = clean_video_runs(frames, labels, range(10), classes)
+    assert done.static == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9] and sorted(done.changed) == done.static
+    assert done.kept_hidden == [] and done.dropped == []
+    kept = clean_video_runs(frames, labels, range(10), classes, static=False)
+    assert kept.changed == {} and kept.static == []
+    assert clean_video_runs(None, labels, range(10), classes).changed == {}  # no frames

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import tifffile
 from conftest import labels_of
 
 from napari_diffseg.widgets import DiffSegWidget
@@ -298,20 +299,12 @@ def test_every_push_button_is_connected_without_its_checked_flag():
                     f"{source.name}:{node.lineno} connects clicked directly; use on_click")
 
 
-def test_segment_tracks_the_wire_but_not_over_a_verified_frame(
-    make_napari_viewer, qtbot, video_file, tiny_checkpoint, monkeypatch
-):
-    """After the last frame the job runs the wire tracking over what it segmented; the
-    dock writes the frames it changed, except the one the user verified. The model's answer
-    is replaced by a known bolus pattern (wire seen in frames 0-1 and 6-7, covered by a
-    vessel the model calls vessel in frames 2-5)."""
+def _answer_with(monkeypatch, pattern):
+    """The model's labels replaced by `pattern` (T, H, W); the rest of the run is real."""
     from dataclasses import replace
 
     import napari_diffseg.engine.inference as inference
 
-    pattern = np.zeros((8, 64, 64), np.uint8)
-    pattern[:, 8:56, 30] = 3
-    pattern[2:6, 8:56, 28:33] = 1
     real = inference.iter_segment
 
     def model_answer(*args, **kwargs):
@@ -319,7 +312,25 @@ def test_segment_tracks_the_wire_but_not_over_a_verified_frame(
             yield replace(chunk, labels=pattern[chunk.indices])
 
     monkeypatch.setattr(inference, "iter_segment", model_answer)
-    path, _, _ = video_file
+
+
+def test_segment_tracks_the_wire_but_not_over_a_verified_frame(
+    make_napari_viewer, qtbot, tmp_path, tiny_checkpoint, monkeypatch
+):
+    """After the last frame the job runs the wire tracking over what it segmented; the
+    dock writes the frames it changed, except the one the user verified. The model's answer
+    is replaced by a known bolus pattern (wire seen in frames 0-1 and 6-7, covered by a
+    vessel the model calls vessel in frames 2-5), over a video that shows it (the vessel
+    darkens in frames 2-5 only, so the static-vessel step keeps it)."""
+    pattern = np.zeros((8, 64, 64), np.uint8)
+    pattern[:, 8:56, 30] = 3
+    pattern[2:6, 8:56, 28:33] = 1
+    frames = 180 + np.random.default_rng(0).normal(0, 3, pattern.shape)
+    frames[:, 8:56, 30] -= 80
+    frames[2:6, 8:56, 28:33] -= 60
+    path = tmp_path / "run1.tif"
+    tifffile.imwrite(path, frames.astype(np.uint8))
+    _answer_with(monkeypatch, pattern)
     viewer = make_napari_viewer()
     dock = _dock(viewer, path, tiny_checkpoint)
     _segment(qtbot, dock)
@@ -342,3 +353,34 @@ def test_segment_tracks_the_wire_but_not_over_a_verified_frame(
     labels = labels_of(viewer, "run1").data
     assert (labels[[2, 4, 5], 8:56, 30] == 3).all()
     assert (labels[3] == pattern[3]).all()
+
+
+def test_segment_drops_vessel_the_frames_before_the_contrast_show_but_not_a_verified_one(
+    make_napari_viewer, qtbot, tmp_path, tiny_checkpoint, monkeypatch
+):
+    """A lung marking the model calls vessel in every frame and a vessel that fills in
+    frames 3-6: after the last frame the dock writes the marking as background and says so,
+    except in the frame the user verified with it."""
+    frames = 180 + np.random.default_rng(0).normal(0, 3, (10, 128, 128))
+    pattern = np.zeros((10, 128, 128), np.uint8)
+    frames[:, 20:24, 10:60] -= 50
+    pattern[:, 20:24, 10:60] = 1
+    frames[3:7, 60:68, 10:118] -= 60
+    pattern[3:7, 60:68, 10:118] = 1
+    path = tmp_path / "run2.tif"
+    tifffile.imwrite(path, frames.astype(np.uint8))
+    _answer_with(monkeypatch, pattern)
+    viewer = make_napari_viewer()
+    dock = _dock(viewer, path, tiny_checkpoint)
+    _segment(qtbot, dock)
+    labels = labels_of(viewer, "run2").data
+    assert not (labels[:, 20:24, 10:60] == 1).any()
+    assert (labels[3:7, 60:68, 10:118] == 1).all()
+    assert "before the contrast show as well removed in 10 frames" in dock.seg_status.text()
+    # the user keeps the marking as vessel in frame 8 and verifies it: never changed again
+    labels[8] = pattern[8]
+    dock.toggle_verified(8)
+    _segment(qtbot, dock)
+    labels = labels_of(viewer, "run2").data
+    assert (labels[8] == pattern[8]).all()
+    assert not (labels[[0, 5, 9], 20:24, 10:60] == 1).any()
