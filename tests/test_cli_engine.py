@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 from PIL import Image
+from testutils import marking_and_bolus
 
 from napari_diffseg.cli import main
 from napari_diffseg.engine import load_checkpoint
@@ -372,13 +373,7 @@ def test_segment_drops_vessel_the_frames_before_the_contrast_show_too(model, tmp
     """A lung marking the model calls vessel in every frame, and a vessel that fills in
     frames 3-6: segment writes the marking as background (unless --keep-static) and names
     the frames it changed."""
-    rng = np.random.default_rng(0)
-    frames = 180 + rng.normal(0, 3, (10, 128, 128))
-    pattern = np.zeros((10, 128, 128), np.uint8)
-    frames[:, 20:24, 10:60] -= 50
-    pattern[:, 20:24, 10:60] = 1
-    frames[3:7, 60:68, 10:118] -= 60
-    pattern[3:7, 60:68, 10:118] = 1
+    frames, pattern, _, _ = marking_and_bolus()
     written, static = _segment_pattern(model, tmp_path, monkeypatch, pattern,
                                        ["--keep-static"] if keep else [],
                                        frames=frames.astype(np.uint8), key="static_vessel")

@@ -47,3 +47,23 @@ def save_palette_png(path: Path, ids: np.ndarray) -> None:
     image.putpalette(DEFAULT_PALETTE.tobytes())
     assert image.mode == "P"
     image.save(path)
+
+
+def marking_and_bolus(size: int = 128, frames: int = 10, contrast=range(3, 7)):
+    """A video with a dark marking (lung marking, clip, catheter) in every frame and a vessel
+    that darkens in the `contrast` frames only, and the labels a model that calls both
+    vessel where they show would give: (frames float (T, S, S), labels, marking, lumen)."""
+    rng = np.random.default_rng(0)
+    video = 180 + rng.normal(0, 3, (frames, size, size))
+    marking = np.zeros((size, size), bool)
+    marking[20:24, 10:60] = True
+    lumen = np.zeros((size, size), bool)
+    lumen[60:68, 10:118] = True
+    labels = np.zeros((frames, size, size), np.uint8)
+    for t in range(frames):
+        video[t][marking] -= 50
+        labels[t][marking] = 1
+        if t in contrast:
+            video[t][lumen] -= 60
+            labels[t][lumen] = 1
+    return video, labels, marking, lumen

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from testutils import marking_and_bolus
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence
 from napari_diffseg.data.sequences import DEFAULT_NORMALISATION, IGNORE_LABEL
@@ -96,13 +97,7 @@ def test_pseudo_labels_teach_a_structure_there_before_the_contrast_as_background
     """The prior and the model call a clip cluster / lung marking vessel in every frame and
     the tree only in frames 3-6, where it darkens: the pseudo-labels keep the tree and make
     the marking background, but leave the user's verified frame and unknown pixels alone."""
-    rng = np.random.default_rng(0)
-    raw = (180 + rng.normal(0, 3, (10, 128, 128)))
-    labels = np.zeros((10, 128, 128), np.uint8)
-    raw[:, 20:24, 10:60] -= 50
-    labels[:, 20:24, 10:60] = 1
-    raw[3:7, 60:68, 10:118] -= 60
-    labels[3:7, 60:68, 10:118] = 1
+    raw, labels, _, _ = marking_and_bolus()
     labels[:, 50:52, 0:4] = IGNORE_LABEL
     todo = [i for i in range(10) if i != 8]
     user = labels[8].copy()

@@ -176,6 +176,8 @@ def test_the_users_frames_are_evidence_for_the_wire_and_stay_as_they_are():
 
 
 # -- vessel that was there before the contrast ---------------------------------------------
+from testutils import marking_and_bolus  # noqa: E402
+
 from napari_diffseg.engine.postprocess import (  # noqa: E402
     clean_video_runs,
     drop_static_vessel,
@@ -185,23 +187,15 @@ from napari_diffseg.engine.postprocess import (  # noqa: E402
 
 
 def _static_video(joined: bool = False, contrast=range(3, 7)):
-    """10 frames of 128 px: a dark strand (lung marking, clip, catheter) in every frame, a
-    vessel dark only in the `contrast` frames; the labels call both vessel where they show."""
-    rng = np.random.default_rng(0)
-    frames = 180 + rng.normal(0, 3, (10, 128, 128))
-    strand = np.zeros((128, 128), bool)
-    strand[20:24, 10:60] = True
-    if joined:  # a catheter stretch that runs into the tree
+    """10 frames of 128 px: a dark strand in every frame, a vessel dark only in the
+    `contrast` frames (testutils.marking_and_bolus); `joined`: a catheter stretch runs from
+    the strand into the tree."""
+    frames, labels, strand, lumen = marking_and_bolus(contrast=contrast)
+    if joined:
+        strand = strand.copy()
         strand[24:60, 30:34] = True
-    lumen = np.zeros((128, 128), bool)
-    lumen[60:68, 10:118] = True
-    labels = np.zeros((10, 128, 128), np.uint8)
-    for t in range(10):
-        frames[t][strand] -= 50
-        labels[t][strand] = 1
-        if t in contrast:
-            frames[t][lumen] -= 60
-            labels[t][lumen] = 1
+        frames[:, 24:60, 30:34] -= 50
+        labels[:, 24:60, 30:34] = 1
     return frames.astype(np.float32), labels, strand, lumen
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tifffile
 from conftest import labels_of
+from testutils import marking_and_bolus
 
 from napari_diffseg.widgets import DiffSegWidget
 
@@ -314,6 +315,27 @@ def _answer_with(monkeypatch, pattern):
     monkeypatch.setattr(inference, "iter_segment", model_answer)
 
 
+def _dock_on(viewer, qtbot, path, frames, pattern, checkpoint, monkeypatch):
+    """A dock on the video `frames` (written to `path`) whose model answers `pattern`,
+    after one segmentation of every frame."""
+    tifffile.imwrite(path, np.clip(frames, 0, 255).astype(np.uint8))
+    _answer_with(monkeypatch, pattern)
+    dock = _dock(viewer, path, checkpoint)
+    _segment(qtbot, dock)
+    return dock
+
+
+def _verify_as_given_and_resegment(viewer, qtbot, dock, name, pattern, frame):
+    """The user sets `frame` to the model's first answer, verifies it and segments again:
+    the frame keeps those labels. Returns the labels layer's data."""
+    labels_of(viewer, name).data[frame] = pattern[frame]
+    dock.toggle_verified(frame)
+    _segment(qtbot, dock)
+    labels = labels_of(viewer, name).data
+    assert (labels[frame] == pattern[frame]).all()
+    return labels
+
+
 def test_segment_tracks_the_wire_but_not_over_a_verified_frame(
     make_napari_viewer, qtbot, tmp_path, tiny_checkpoint, monkeypatch
 ):
@@ -328,21 +350,14 @@ def test_segment_tracks_the_wire_but_not_over_a_verified_frame(
     frames = 180 + np.random.default_rng(0).normal(0, 3, pattern.shape)
     frames[:, 8:56, 30] -= 80
     frames[2:6, 8:56, 28:33] -= 60
-    path = tmp_path / "run1.tif"
-    tifffile.imwrite(path, frames.astype(np.uint8))
-    _answer_with(monkeypatch, pattern)
     viewer = make_napari_viewer()
-    dock = _dock(viewer, path, tiny_checkpoint)
-    _segment(qtbot, dock)
+    dock = _dock_on(viewer, qtbot, tmp_path / "run1.tif", frames, pattern, tiny_checkpoint,
+                    monkeypatch)
     labels = labels_of(viewer, "run1").data
     assert (labels[2:6, 8:56, 30] == 3).all()
     assert "guidewire kept under the contrast in 4 frames" in dock.seg_status.text()
     # the user verifies frame 3 as the model left it the first time (vessel over the wire)
-    labels[3] = pattern[3]
-    dock.toggle_verified(3)
-    _segment(qtbot, dock)
-    labels = labels_of(viewer, "run1").data
-    assert (labels[3] == pattern[3]).all()
+    labels = _verify_as_given_and_resegment(viewer, qtbot, dock, "run1", pattern, 3)
     assert (labels[[2, 4, 5], 8:56, 30] == 3).all()
     # only the unverified frames are segmented (2, 4, 5 under the bolus): the wire the user
     # left in the verified frames 0, 1, 6 and 7 is the evidence that carries it into them
@@ -361,26 +376,14 @@ def test_segment_drops_vessel_the_frames_before_the_contrast_show_but_not_a_veri
     """A lung marking the model calls vessel in every frame and a vessel that fills in
     frames 3-6: after the last frame the dock writes the marking as background and says so,
     except in the frame the user verified with it."""
-    frames = 180 + np.random.default_rng(0).normal(0, 3, (10, 128, 128))
-    pattern = np.zeros((10, 128, 128), np.uint8)
-    frames[:, 20:24, 10:60] -= 50
-    pattern[:, 20:24, 10:60] = 1
-    frames[3:7, 60:68, 10:118] -= 60
-    pattern[3:7, 60:68, 10:118] = 1
-    path = tmp_path / "run2.tif"
-    tifffile.imwrite(path, frames.astype(np.uint8))
-    _answer_with(monkeypatch, pattern)
+    frames, pattern, _, _ = marking_and_bolus()
     viewer = make_napari_viewer()
-    dock = _dock(viewer, path, tiny_checkpoint)
-    _segment(qtbot, dock)
+    dock = _dock_on(viewer, qtbot, tmp_path / "run2.tif", frames, pattern, tiny_checkpoint,
+                    monkeypatch)
     labels = labels_of(viewer, "run2").data
     assert not (labels[:, 20:24, 10:60] == 1).any()
     assert (labels[3:7, 60:68, 10:118] == 1).all()
     assert "before the contrast show as well removed in 10 frames" in dock.seg_status.text()
     # the user keeps the marking as vessel in frame 8 and verifies it: never changed again
-    labels[8] = pattern[8]
-    dock.toggle_verified(8)
-    _segment(qtbot, dock)
-    labels = labels_of(viewer, "run2").data
-    assert (labels[8] == pattern[8]).all()
+    labels = _verify_as_given_and_resegment(viewer, qtbot, dock, "run2", pattern, 8)
     assert not (labels[[0, 5, 9], 20:24, 10:60] == 1).any()
