@@ -13,8 +13,8 @@ go (in the dock's fine-tuning child process, or in the CLI's own process):
    (a weak ridge the model does not confirm, the fringe of a ridge) is unknown
    (:data:`IGNORE_LABEL`, weight 0) instead of being forced to background; then, as
    ``segment`` does over the whole video, vessel over what the frames without contrast show
-   as dark becomes background (:func:`drop_static_pseudo_vessel`) and the guidewire is
-   judged (:func:`track_pseudo_wire`);
+   as dark becomes unknown (:func:`drop_static_pseudo_vessel`) and the guidewire is judged
+   (:func:`track_pseudo_wire`);
 4. semi-supervised fine-tuning (:func:`~napari_diffseg.engine.training.train`) on the video
    itself: verified frames as labels, the fused pseudo-labels of the other frames as (noisy)
    labels, and the other frames also as unlabelled frames for the EMA teacher and the
@@ -146,9 +146,12 @@ def drop_static_pseudo_vessel(labels: np.ndarray, raw: np.ndarray, todo: list[in
     (:func:`~napari_diffseg.engine.postprocess.drop_static_vessel`) applied to the
     pseudo-labels, in place: vessel over what the video's frames without contrast show as
     dark (lung markings, clips, wires, a catheter: the vesselness prior answers to all of
-    them) is taught as background. labels (len(todo), H, W) of the frames `todo` (pixels
-    of no class, the ignore label, count as not vessel), raw: the video's frames, verified:
-    the user's frames (evidence, unchanged). Returns the frames changed."""
+    them) becomes unknown (:data:`IGNORE_LABEL`), so that it is not taught as vessel. Not
+    background: taught as background, the pieces of true lumen the step misjudges (where
+    the tree crosses a static structure) cost proj1's adapted model half its tree
+    (docs/real-data.md). labels (len(todo), H, W) of the frames `todo` (pixels of no class,
+    the ignore label, count as not vessel), raw: the video's frames, verified: the user's
+    frames (evidence, unchanged). Returns the frames changed."""
     n = raw.shape[0]
     video = np.zeros((n,) + labels.shape[1:], np.uint8)
     video[todo] = np.where(labels == vessel, vessel, 0)
@@ -158,7 +161,7 @@ def drop_static_pseudo_vessel(labels: np.ndarray, raw: np.ndarray, todo: list[in
     row = {int(i): k for k, i in enumerate(todo)}
     for i, new in changed.items():
         k = row[i]
-        labels[k][(labels[k] == vessel) & (new != vessel)] = 0
+        labels[k][(labels[k] == vessel) & (new != vessel)] = IGNORE_LABEL
     return sorted(changed)
 
 
