@@ -279,7 +279,7 @@ def _gray(frames: np.ndarray) -> np.ndarray:
 
 
 def drop_static_vessel(frames: np.ndarray, labels: np.ndarray, vessel: int, *,
-                       trusted=()) -> np.ndarray:
+                       trusted=(), fallback: bool = True) -> np.ndarray:
     """Vessel labels over structures the video's contrast-free frames show as dark: background.
 
     frames (T, H, W) (or (T, H, W, C)) and labels (T, H, W) of consecutive frames of one
@@ -293,7 +293,9 @@ def drop_static_vessel(frames: np.ndarray, labels: np.ndarray, vessel: int, *,
     already there. Static components become background, and so do static parts of at least
     :data:`STATIC_PART` px (quoted at 512 x 512) of the components kept (a catheter stretch
     joined to the tree). A video without reference frames (contrast throughout, or one
-    frame) is left as it is. Returns a new array.
+    frame) is left as it is. `fallback` False: only frames under :data:`STATIC_REFERENCE`
+    count as reference frames (for labels whose vessel area says less about the contrast,
+    such as pseudo-labels with a vesselness prior's ridges). Returns a new array.
     """
     labels = np.asarray(labels)
     out = labels.copy()
@@ -303,6 +305,8 @@ def drop_static_vessel(frames: np.ndarray, labels: np.ndarray, vessel: int, *,
         return out
     reference = np.flatnonzero(area <= STATIC_REFERENCE * area.max())
     if len(reference) < STATIC_MIN_REFERENCE:
+        if not fallback:
+            return out
         reference = np.argsort(area, kind="stable")[:STATIC_MIN_REFERENCE]
         if area[reference].max() > STATIC_FALLBACK * area.max():
             return out
@@ -339,7 +343,7 @@ def drop_static_vessel(frames: np.ndarray, labels: np.ndarray, vessel: int, *,
 
 
 def drop_static_vessel_runs(frames: np.ndarray, labels: np.ndarray, indices, vessel: int,
-                            trusted=()) -> dict[int, np.ndarray]:
+                            trusted=(), fallback: bool = True) -> dict[int, np.ndarray]:
     """:func:`drop_static_vessel` over each run of consecutive frames among `indices` and
     `trusted` of `labels` (T, H, W) and `frames` (T, H, W[, C]), as :func:`track_wire_runs`
     does: `trusted` frames are evidence and never changed. Returns ``{frame: new labels}``
@@ -351,7 +355,8 @@ def drop_static_vessel_runs(frames: np.ndarray, labels: np.ndarray, indices, ves
         if len(mine) == len(run) or len(run) < 3:
             continue
         video = np.stack([np.asarray(frames[i]) for i in run])  # a lazy video reads the run
-        cleaned = drop_static_vessel(video, labels[run], vessel, trusted=mine)
+        cleaned = drop_static_vessel(video, labels[run], vessel, trusted=mine,
+                                     fallback=fallback)
         for k, frame in enumerate(run):
             if frame not in trusted and (cleaned[k] != labels[frame]).any():
                 changed[frame] = cleaned[k]
