@@ -180,9 +180,10 @@ CPU_REFINE = (
     # lighter than the contrast-filled trunk. The generator drew deep U loops coming straight
     # up into the ostium, 6-8.5 px catheters darker than the tree. Phase 11's crops and rate on
     # sequences with the clinical catheters (faint, wider lumens in 40 %, J loops in half of
-    # the top-entry loops), the strands and the clips. Measured and NOT adopted yet
-    # (docs/model.md): held out, TTA with the static-vessel step, 0.819 / 23.4 px against the
-    # bundled model's 0.823 / 20.7; on the current generator 0.824 / 41.8 against 0.814 / 52.5
+    # the top-entry loops), the strands and the clips. Measured, NOT adopted yet
+    # (docs/model.md): TTA with the static-vessel step, held out 0.819 / 23.4 px against the
+    # bundled model's 0.823 / 20.7, pooled over 20 videos 0.827 / 27.5 against 0.823 / 29.2,
+    # on the current generator 0.824 / 41.8 against 0.814 / 52.5
     replace(CPU, iterations=3000, batch_size=2, crop_size=384, lr=3e-5, data_seed=120_000,
             context_frames=1, sizes=(384, 512, 640, 768), global_context=True,
             thorax_detail=True, clinical_catheters=True),
