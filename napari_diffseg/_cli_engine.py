@@ -467,7 +467,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         for key, what in (("kept_hidden", "kept under the contrast"), ("dropped", "dropped"))
         if wire.get(key))
     if pseudo.get("static_vessel"):
-        wire_note += (f", vessel there before the contrast made background in "
+        wire_note += (f", vessel there before the contrast left unknown in "
                       f"{len(pseudo['static_vessel'])} frames")
     print(f"saved {done['path']} after {done['metrics'].get('iterations')} iterations in "
           f"{time.perf_counter() - t0:.0f} s (pseudo-labels: "
