@@ -581,7 +581,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.evaluation import evaluate_videos
     from napari_diffseg.engine.inference import load_for_inference, review_options
-    from napari_diffseg.engine.postprocess import hidden_wire_classes, vessel_class
+    from napari_diffseg.engine.postprocess import video_step_applies
     from napari_diffseg.io import read_sequences
 
     model_path = _model_path(args.model)
@@ -591,9 +591,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     videos = read_sequences(args.data, split=args.split)
     annotated = sum(len(v.labelled) for v in videos)
     scored = [v for v in videos if v.labels is not None and v.labelled]
-    tracking = args.wire_tracking and (hidden_wire_classes(ckpt.classes) is not None
-                                       or (args.static_filter
-                                           and vessel_class(ckpt.classes) is not None))
+    tracking = args.wire_tracking and video_step_applies(ckpt.classes,
+                                                         static=args.static_filter)
     total = sum(len(v.frames) for v in scored) if tracking else annotated
     model_device = next(model.parameters()).device
     which = (f"all {total} frames of the {len(scored)} annotated sequence(s), for segment's "

@@ -111,6 +111,16 @@ def _draw_balloon(rng: np.random.Generator, params: SceneParams,
     return balloon, (0.0 if all_frames < 0.5 else onset), mu
 
 
+def _streams(seed: int) -> tuple[list[np.random.Generator], np.random.Generator,
+                                  np.random.Generator]:
+    """The random streams of a sequence: the six of :func:`_draw_scene` (parameters first),
+    the quantum noise's and the acquisition degradations'. 8 are spawned: the first 6 are
+    those of 6 spawns, so adding the balloon's (7th) and the degradations' (8th) changed
+    nothing."""
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(8)]
+    return streams[:5] + streams[6:7], streams[5], streams[7]
+
+
 def _draw_scene(config: SyntheticConfig, streams: list[np.random.Generator]) -> _Scene:
     """Draw the scene; each part has its own random stream so parts vary independently (the
     balloon's stream, the sixth, is used only in the ``"mosxav"`` scheme)."""
@@ -221,11 +231,8 @@ def generate_sequence(config: SyntheticConfig, name: str = "seq000") -> Syntheti
     guidewire 5 (others > balloon > catheter > vessel).
     """
     start = time.perf_counter()
-    # 8 streams: the first 6 are those of 6 spawns, so adding the balloon's (7th) and the
-    # acquisition noise's (8th) changed nothing
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(8)]
-    scene = _draw_scene(config, streams[:5] + streams[6:7])
-    rng = streams[5]  # quantum noise
+    scene_streams, rng, acquisition = _streams(config.seed)  # rng: the quantum noise
+    scene = _draw_scene(config, scene_streams)
     p = scene.params
     h, w = p.shape
     n = int(config.frames)
@@ -241,7 +248,7 @@ def generate_sequence(config: SyntheticConfig, name: str = "seq000") -> Syntheti
         atten, labels[i] = _render_frame(scene, t, u)
         frames[i] = display(detect(atten, p, shading, reference, rng))
     if p.degradation is not None:
-        frames = degrade(frames, streams[7], params=p.degradation)
+        frames = degrade(frames, acquisition, params=p.degradation)
         labels[:, shutter_visibility(p.degradation) >= HIDDEN] = 0  # under an opaque border
     logger.debug("generated %s (%d x %d x %d) in %.2f s", name, n, h, w,
                  time.perf_counter() - start)

@@ -140,6 +140,18 @@ def fuse_pseudo_labels(
     return labels, weights
 
 
+def _whole_video(labels: np.ndarray, todo: list[int], verified: Mapping[int, np.ndarray],
+                 n: int) -> tuple[np.ndarray, dict[int, int]]:
+    """The video's n label maps for a whole-video step: `labels` (len(todo), H, W) at the
+    frames `todo`, the user's `verified` ones at theirs (uint8; frames in neither are
+    empty), and the position in `labels` of each frame of `todo`."""
+    video = np.zeros((n,) + labels.shape[1:], np.uint8)
+    video[todo] = labels
+    for i, lab in verified.items():
+        video[i] = lab
+    return video, {int(i): k for k, i in enumerate(todo)}
+
+
 def drop_static_pseudo_vessel(labels: np.ndarray, raw: np.ndarray, todo: list[int],
                               verified: Mapping[int, np.ndarray], vessel: int) -> list[int]:
     """The static-vessel step of ``segment``
@@ -152,17 +164,12 @@ def drop_static_pseudo_vessel(labels: np.ndarray, raw: np.ndarray, todo: list[in
     (docs/real-data.md). labels (len(todo), H, W) of the frames `todo` (pixels of no class,
     the ignore label, count as not vessel), raw: the video's frames, verified: the user's
     frames (evidence, unchanged). Returns the frames changed."""
-    n = raw.shape[0]
-    video = np.zeros((n,) + labels.shape[1:], np.uint8)
-    video[todo] = np.where(labels == vessel, vessel, 0)
-    for i, lab in verified.items():
-        video[i] = np.where(lab == vessel, vessel, 0)
+    video, row = _whole_video(labels, todo, verified, raw.shape[0])
     # the prior's ridges make the pseudo-labels' vessel area a poorer sign of the contrast
     # than a segmentation's: only frames with clearly less vessel stand for the video
     # without contrast (on a generated 8-frame video the two smallest were wash-out frames)
     changed = drop_static_vessel_runs(raw, video, todo, vessel, trusted=list(verified),
                                       fallback=False)
-    row = {int(i): k for k, i in enumerate(todo)}
     for i, new in changed.items():
         k = row[i]
         labels[k][(labels[k] == vessel) & (new != vessel)] = IGNORE_LABEL
@@ -183,12 +190,8 @@ def track_pseudo_wire(labels: np.ndarray, probabilities: np.ndarray, todo: list[
     "dropped": frames}."""
     guidewire = wire[0]
     model = remove_specks(probabilities.argmax(axis=1).astype(np.uint8), DEFAULT_MIN_COMPONENT)
-    video = np.zeros((n,) + model.shape[1:], np.uint8)
-    video[todo] = model
-    for i, lab in verified.items():
-        video[i] = lab
+    video, row = _whole_video(model, todo, verified, n)
     changed = track_wire_runs(video, todo, *wire, trusted=list(verified))
-    row = {int(i): k for k, i in enumerate(todo)}
     for i, new in changed.items():
         k = row[i]
         lost = (labels[k] == guidewire) & (new != guidewire)

@@ -8,7 +8,7 @@ import numpy as np
 
 from napari_diffseg.engine.inference import SegmentOptions, iter_segment
 from napari_diffseg.engine.metrics import EvaluationReport, evaluate_frames
-from napari_diffseg.engine.postprocess import clean_video_runs, hidden_wire_classes, vessel_class
+from napari_diffseg.engine.postprocess import clean_video_runs, video_step_applies
 
 
 def evaluate_videos(
@@ -38,14 +38,13 @@ def evaluate_videos(
     annotated frames are scored; `progress` then counts all those frames."""
     preds, targets = [], []
     classes: dict[int, str] = {int(k): v for k, v in checkpoint.classes.items()}
-    wire = wire_tracking and (hidden_wire_classes(checkpoint.classes) is not None
-                              or (static and vessel_class(checkpoint.classes) is not None))
+    whole = wire_tracking and video_step_applies(checkpoint.classes, static=static)
     scored = [v for v in videos if v.labels is not None and v.labelled]
     done = 0
-    total = sum(len(v.frames) if wire else len(v.labelled) for v in scored)
+    total = sum(len(v.frames) if whole else len(v.labelled) for v in scored)
     for video in scored:
         idx = list(video.labelled)
-        todo = list(range(len(video.frames))) if wire else idx
+        todo = list(range(len(video.frames))) if whole else idx
         labels = {}
         for chunk in iter_segment(model, video.frames, indices=todo,
                                   normalisation=checkpoint.normalisation,
@@ -54,7 +53,7 @@ def evaluate_videos(
             labels.update(zip(chunk.indices.tolist(), chunk.labels, strict=True))
             if progress is not None:  # frames done over all the videos, after each batch
                 progress(done + chunk.done, total)
-        if wire:
+        if whole:
             done_labels = np.stack([labels[i] for i in todo])
             cleaned = clean_video_runs(video.frames, done_labels, range(len(todo)),
                                        checkpoint.classes, static=static)

@@ -224,16 +224,27 @@ def track_wire_runs(labels: np.ndarray, indices, wire: int, vessel: int,
     of `labels` (T, H, W): `indices` are the frames a segmentation wrote, `trusted` those
     whose labels are the user's (verified or painted), evidence that joins the runs and is
     never changed. Returns ``{frame: new labels}`` for the frames it changed."""
+    return _changed_over_runs(
+        labels, indices, trusted,
+        lambda run, mine: track_wire(labels[run], wire, vessel, trusted=mine))
+
+
+def _changed_over_runs(labels: np.ndarray, indices, trusted, clean,
+                       min_frames: int = 1) -> dict[int, np.ndarray]:
+    """``clean(run, mine)`` (the new labels of the frames `run`; `mine`: positions in it of
+    the trusted frames) over each run of consecutive frames among `indices` and `trusted`
+    that has a frame to change and at least `min_frames` frames; ``{frame: new labels}`` of
+    the untrusted frames whose labels it changed."""
     trusted = {int(t) for t in trusted}
     changed: dict[int, np.ndarray] = {}
     for run in consecutive_runs(set(int(i) for i in indices) | trusted):
         mine = [k for k, frame in enumerate(run) if frame in trusted]
-        if len(mine) == len(run):
+        if len(mine) == len(run) or len(run) < min_frames:
             continue
-        tracked = track_wire(labels[run], wire, vessel, trusted=mine)
+        cleaned = clean(run, mine)
         for k, frame in enumerate(run):
-            if frame not in trusted and (tracked[k] != labels[frame]).any():
-                changed[frame] = tracked[k]
+            if frame not in trusted and (cleaned[k] != labels[frame]).any():
+                changed[frame] = cleaned[k]
     return changed
 
 
@@ -269,6 +280,13 @@ def vessel_class(classes) -> int | None:
         if str(name).lower() == "vessel":
             return int(k)
     return None
+
+
+def video_step_applies(classes, *, static: bool = True, wire: bool = True) -> bool:
+    """Whether :func:`clean_video_runs` has anything to do for `classes` ({id: name}): the
+    static-vessel step needs a "vessel" class, the wire tracking a guidewire and a vessel."""
+    return ((wire and hidden_wire_classes(classes) is not None)
+            or (static and vessel_class(classes) is not None))
 
 
 def _gray(frames: np.ndarray) -> np.ndarray:
@@ -348,19 +366,11 @@ def drop_static_vessel_runs(frames: np.ndarray, labels: np.ndarray, indices, ves
     `trusted` of `labels` (T, H, W) and `frames` (T, H, W[, C]), as :func:`track_wire_runs`
     does: `trusted` frames are evidence and never changed. Returns ``{frame: new labels}``
     for the frames it changed."""
-    trusted = {int(t) for t in trusted}
-    changed: dict[int, np.ndarray] = {}
-    for run in consecutive_runs(set(int(i) for i in indices) | trusted):
-        mine = [k for k, frame in enumerate(run) if frame in trusted]
-        if len(mine) == len(run) or len(run) < 3:
-            continue
+    def clean(run, mine):
         video = np.stack([np.asarray(frames[i]) for i in run])  # a lazy video reads the run
-        cleaned = drop_static_vessel(video, labels[run], vessel, trusted=mine,
-                                     fallback=fallback)
-        for k, frame in enumerate(run):
-            if frame not in trusted and (cleaned[k] != labels[frame]).any():
-                changed[frame] = cleaned[k]
-    return changed
+        return drop_static_vessel(video, labels[run], vessel, trusted=mine, fallback=fallback)
+
+    return _changed_over_runs(labels, indices, trusted, clean, min_frames=3)
 
 
 @dataclass

@@ -105,7 +105,8 @@ class DiffSegWidget(QWidget):
         self._resegmenting = False  # the running segmentation came from the Fine-tune tab
         self._fitted = False  # the view is refitted once the dock is shown
         self._calibrated = None  # the running segmentation's calibration (_jobs.Calibrated)
-        # frames the wire tracking wrote: (wire kept under the contrast, wire dropped)
+        # frames the whole-video step wrote: (wire kept under the contrast, wire dropped,
+        # static vessel removed)
         self._wire_frames: tuple[list[int], ...] = ([], [], [])
         self.reviewing = ReviewController(self)
         self.propagating = PropagateController(self)

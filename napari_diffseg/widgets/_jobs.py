@@ -159,7 +159,7 @@ def segment_job(
         load_for_inference,
         review_options,
     )
-    from napari_diffseg.engine.postprocess import hidden_wire_classes, vessel_class
+    from napari_diffseg.engine.postprocess import video_step_applies
 
     lower_this_threads_priority()
     if min_component is None:
@@ -183,7 +183,7 @@ def segment_job(
             return
     # the labels are kept for the whole-video step after the last frame, when the classes
     # have a vessel (static vessel; with a guidewire, the wire tracking too)
-    keep = vessel_class(ckpt.classes) is not None or hidden_wire_classes(ckpt.classes)
+    keep = video_step_applies(ckpt.classes)
     labels = np.zeros(np.shape(frames)[:3], dtype=np.uint8) if keep else None
     try:
         for chunk in iter_segment(

@@ -8,20 +8,18 @@ from scipy import ndimage
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence
 from napari_diffseg.data.config import FAINT_CATHETERS, draw_scene_params
-from napari_diffseg.data.synthetic import _draw_scene
+from napari_diffseg.data.synthetic import _draw_scene, _streams
 
 CATHETER = 2
 SEEDS = range(900, 920)
 
 
 def _params(config: SyntheticConfig):
-    rng = np.random.default_rng(np.random.SeedSequence(config.seed).spawn(8)[0])
-    return draw_scene_params(config, rng)
+    return draw_scene_params(config, _streams(config.seed)[0][0])
 
 
 def _scene(config: SyntheticConfig):
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(8)]
-    return _draw_scene(config, streams[:5] + streams[6:7])
+    return _draw_scene(config, _streams(config.seed)[0])
 
 
 def _faint(seed: int) -> bool:
