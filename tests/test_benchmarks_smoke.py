@@ -224,3 +224,69 @@ def test_review_speed_benchmark_times_both_review_choices(tmp_path):
     assert all(float(r[2]) > 0 for r in rows)
     text = docs.read_text()
     assert "<!-- review-speed:start -->" in text and "bench_review_speed.py" in text
+
+
+def _load_bench(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(name, None)
+    return module
+
+
+def test_pooled_scores_truth_as_perfect_and_a_miss_as_the_diagonal():
+    bench = _load_bench("bench_pooled")
+    truth = np.zeros((2, 32, 32), np.uint8)
+    truth[:, 10:20, 5:25] = 1
+    truth[0, 2:4, 2:30] = 2  # a catheter in frame 0 only
+    perfect = bench.frame_scores(truth, truth)
+    assert np.nanmax(np.abs(perfect[..., 0] - 1)) == 0 and np.nanmax(perfect[..., 1]) == 0
+    missed = truth.copy()
+    missed[0][missed[0] == 2] = 0
+    scores = bench.frame_scores(missed, truth)
+    assert scores[0, 1, 0] == 0 and scores[0, 1, 1] == pytest.approx(math.hypot(32, 32))
+    assert np.isnan(scores[1, 1]).all() and np.isnan(scores[:, 2]).all()  # absent: no score
+    summary = bench.summarise([perfect, scores])
+    # catheter: frame 0 of the perfect video and frame 0 of the miss
+    assert summary["per_class"]["catheter"]["dice"] == pytest.approx(0.5)
+    assert summary["hd95"] == pytest.approx(math.hypot(32, 32) / 4)  # (0 + 45.25 / 2) / 2
+    interval = bench.bootstrap([perfect, scores], draws=50)
+    assert interval["hd95"][0] <= summary["hd95"] <= interval["hd95"][1]
+
+
+def test_pooled_benchmark_smoke_caches_the_labels(tmp_path):
+    import torch
+
+    from napari_diffseg.data.sequences import DEFAULT_NORMALISATION
+    from napari_diffseg.engine.checkpoint import Checkpoint, save_checkpoint
+    from napari_diffseg.model import DiffSegNet, ModelConfig
+
+    config = ModelConfig(num_classes=4, width=8, depth=2, label_width=8, label_blocks=1,
+                         time_dim=16, denoiser_stride=1, encoder_stride=1)
+    torch.manual_seed(0)
+    model = save_checkpoint(tmp_path / "tiny.pt", Checkpoint(
+        config.to_dict(), DiffSegNet(config).state_dict(),
+        {0: "background", 1: "vessel", 2: "catheter", 3: "guidewire"},
+        dict(DEFAULT_NORMALISATION), {"timesteps": 10}))
+    out, cache = tmp_path / "pooled.json", tmp_path / "cache"
+    args = ("--preset", "smoke", "--model", str(model), "--cache", str(cache), "--out", str(out))
+    stdout = _bench("bench_pooled.py", tmp_path, *args)
+    result = json.loads(out.read_text())
+    assert list(result["groups"]) == ["held_out", "any_edge", "bottom_right", "strands",
+                                      "current"]
+    pooled = result["pooled"]
+    assert pooled["videos"] == 6 and pooled["groups"] == ["held_out", "any_edge",
+                                                          "bottom_right"]
+    assert 0 <= pooled["dice"] <= 1 and 0 <= pooled["hd95"] <= math.hypot(64, 64)
+    assert pooled["interval"]["hd95"][0] <= pooled["hd95"] <= pooled["interval"]["hd95"][1]
+    assert len(_rows(stdout, "**pooled**")) == 1 and len(_rows(stdout, "current")) == 1
+    cached = sorted(p.name for p in cache.rglob("*.npy"))
+    assert len(cached) == 10  # 2 videos x 5 groups (strands: bottom_right's seeds, other switches)
+    # again without the static-vessel step: the labels come from the cache, same files
+    stdout = _bench("bench_pooled.py", tmp_path, *args, "--keep-static", "--groups", "held_out")
+    assert sorted(p.name for p in cache.rglob("*.npy")) == cached
+    assert json.loads(out.read_text())["static_vessel"] is False
+    assert "**pooled**" in stdout
