@@ -17,6 +17,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QFileDialog,
     QFormLayout,
@@ -215,6 +216,14 @@ class DiffSegWidget(QWidget):
         self.range_combo.addItem("current frame", "current")
         self.range_combo.addItem("frames not verified", "unverified")
         form.addRow("Frames", self.range_combo)
+        self.static_check = QCheckBox("drop vessel the frames before the contrast show")
+        self.static_check.setChecked(True)
+        self.static_check.setToolTip(
+            "after a segmentation, vessel labels over structures that the video's frames "
+            "without contrast show just as dark (lung markings, clips, wires, a catheter) "
+            "become background; your verified and painted frames are never changed. Turn it "
+            "off for a video whose first frames already hold contrast")
+        form.addRow("Clean-up", self.static_check)
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Segment")
         on_click(self.run_button, self.start_segmentation)
@@ -477,7 +486,7 @@ class DiffSegWidget(QWidget):
             _jobs.segment_job, path, self.session.frames, indices,
             device=device, steps=self.steps_spin.value(), samples=self.samples_spin.value(),
             review=self.uncertainty_choice.mode(), calibrate=calibrate,
-            user_labels=user_labels, stop=self._stop,
+            user_labels=user_labels, static=self.static_check.isChecked(), stop=self._stop,
             _start_thread=False,
             _connect={"yielded": self._on_segment_item, "errored": self._on_segment_error,
                       "finished": self._on_segment_finished},

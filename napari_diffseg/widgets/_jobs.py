@@ -58,14 +58,15 @@ class WireTracked:
 
 
 def wire_tracking_update(labels: np.ndarray, indices, classes, trusted=(),
-                         frames: np.ndarray | None = None) -> WireTracked | None:
+                         frames: np.ndarray | None = None,
+                         static: bool = True) -> WireTracked | None:
     """Run the whole-video step over each run of consecutive frames in `indices` (the frames
     one segmentation wrote) and `trusted` (the user's frames: evidence, never changed) of
     `labels` (T, H, W) with `classes` ({id: name}); the static-vessel step needs the video's
-    `frames`. None when no frame changes."""
+    `frames` and `static` (False: the dock's switch is off). None when no frame changes."""
     from napari_diffseg.engine.postprocess import clean_video_runs
 
-    done = clean_video_runs(frames, labels, indices, classes, trusted=trusted)
+    done = clean_video_runs(frames, labels, indices, classes, trusted=trusted, static=static)
     if not done.changed:
         return None
     order = sorted(done.changed)
@@ -134,6 +135,7 @@ def segment_job(
     review: str = "samples",
     calibrate: tuple[list[int], np.ndarray] | None = None,
     user_labels: tuple[list[int], np.ndarray] | None = None,
+    static: bool = True,
     stop: threading.Event | None = None,
 ):
     """Load the model, then yield :class:`ModelLoaded` and one
@@ -147,7 +149,8 @@ def segment_job(
     labels do not change, the uncertainty and the frame scores do. user_labels: (frame
     indices, their labels (n, H, W)) of the frames the user verified or painted: the wire
     tracking after the last frame reads them as evidence (a wire the user drew is the
-    video's wire, and is carried under the contrast) and never changes them."""
+    video's wire, and is carried under the contrast) and never changes them. static: False
+    leaves out the static-vessel step (the dock's switch; ``segment --keep-static``)."""
     from dataclasses import replace
 
     from napari_diffseg.engine.calibration import fit_video_temperature
@@ -183,7 +186,7 @@ def segment_job(
             return
     # the labels are kept for the whole-video step after the last frame, when the classes
     # have a vessel (static vessel; with a guidewire, the wire tracking too)
-    keep = video_step_applies(ckpt.classes)
+    keep = video_step_applies(ckpt.classes, static=static)
     labels = np.zeros(np.shape(frames)[:3], dtype=np.uint8) if keep else None
     try:
         for chunk in iter_segment(
@@ -202,7 +205,8 @@ def segment_job(
     if user_labels is not None and len(user_labels[0]):
         trusted = [int(i) for i in user_labels[0]]
         labels[trusted] = user_labels[1]
-    update = wire_tracking_update(labels, indices, ckpt.classes, trusted, frames=frames)
+    update = wire_tracking_update(labels, indices, ckpt.classes, trusted, frames=frames,
+                                  static=static)
     if update is not None:
         yield update
 

@@ -387,3 +387,26 @@ def test_segment_drops_vessel_the_frames_before_the_contrast_show_but_not_a_veri
     # the user keeps the marking as vessel in frame 8 and verifies it: never changed again
     labels = _verify_as_given_and_resegment(viewer, qtbot, dock, "run2", pattern, 8)
     assert not (labels[[0, 5, 9], 20:24, 10:60] == 1).any()
+
+
+def test_the_clean_up_switch_keeps_what_the_frames_before_the_contrast_show(
+    make_napari_viewer, qtbot, tmp_path, tiny_checkpoint, monkeypatch
+):
+    """With "Clean-up" unticked (a video whose first frames already hold contrast) the
+    static-vessel step is left out: the marking the model calls vessel stays vessel, the
+    status says nothing of it; ticked again, the next segmentation drops it."""
+    frames, pattern, _, _ = marking_and_bolus()
+    viewer = make_napari_viewer()
+    tifffile.imwrite(tmp_path / "run3.tif", np.clip(frames, 0, 255).astype(np.uint8))
+    _answer_with(monkeypatch, pattern)
+    dock = _dock(viewer, tmp_path / "run3.tif", tiny_checkpoint)
+    assert dock.static_check.isChecked()  # on by default, as segment without --keep-static
+    dock.static_check.setChecked(False)
+    _segment(qtbot, dock)
+    labels = labels_of(viewer, "run3").data
+    assert (labels[:, 20:24, 10:60] == 1).all()
+    assert "before the contrast" not in dock.seg_status.text()
+    dock.static_check.setChecked(True)
+    _segment(qtbot, dock)
+    assert not (labels_of(viewer, "run3").data[:, 20:24, 10:60] == 1).any()
+    assert "before the contrast show as well removed" in dock.seg_status.text()
