@@ -173,17 +173,18 @@ CPU_REFINE = (
     replace(CPU, iterations=4000, batch_size=2, crop_size=384, lr=3e-5, data_seed=110_000,
             context_frames=1, sizes=(384, 512, 640, 768), global_context=True,
             thorax_detail=True),
-    # phase 12 (--refine 11, from the bundled mean of phases 9 and 11): the bundled model
-    # labels the guiding catheter of the clinical cine proj1 vessel, also before the contrast
-    # arrives, where it is alone: down from the top edge far left of the ostium, then a wide,
-    # shallow sweep into it from the side (the part called vessel), about 10 px wide and
-    # lighter than the contrast-filled trunk. The generator drew deep U loops coming straight
-    # up into the ostium, 6-8.5 px catheters darker than the tree. Phase 11's crops and rate on
-    # sequences with the clinical catheters (faint, wider lumens in 40 %, J loops in half of
-    # the top-entry loops), the strands and the clips. Measured, NOT adopted yet
-    # (docs/model.md): TTA with the static-vessel step, held out 0.819 / 23.4 px against the
-    # bundled model's 0.823 / 20.7, pooled over 20 videos 0.827 / 27.5 against 0.823 / 29.2,
-    # on the current generator 0.824 / 41.8 against 0.814 / 52.5
+    # phase 12, the bundled model since 2026-12-07 (--refine 11, from the mean of phases 9
+    # and 11, bundled before it): that model labels the guiding catheter of the clinical cine
+    # proj1 vessel, also before the contrast arrives, where it is alone: down from the top
+    # edge far left of the ostium, then a wide, shallow sweep into it from the side (the part
+    # called vessel), about 10 px wide and lighter than the contrast-filled trunk. The
+    # generator drew deep U loops coming straight up into the ostium, 6-8.5 px catheters
+    # darker than the tree. Phase 11's crops and rate on sequences with the clinical catheters
+    # (faint, wider lumens in 40 %, J loops in half of the top-entry loops), the strands and
+    # the clips. TTA with the static-vessel step (benchmarks/bench_pooled.py): held out 0.819
+    # / 23.4 px against the mean's 0.823 / 20.7, pooled over 20 videos 0.826 / 27.5 against
+    # 0.823 / 29.2, on the current generator 0.824 / 41.7 against 0.814 / 52.5; on proj1 the
+    # catheter's straight stretch is catheter, its arc still vessel (docs/model.md)
     replace(CPU, iterations=3000, batch_size=2, crop_size=384, lr=3e-5, data_seed=120_000,
             context_frames=1, sizes=(384, 512, 640, 768), global_context=True,
             thorax_detail=True, clinical_catheters=True),
@@ -359,8 +360,8 @@ def main() -> None:
                         "(both reviews) and write the figures into --figures and --out")
     parser.add_argument("--average", type=Path, nargs="+", metavar="MODEL",
                         help="train nothing: write the mean of these models' weights to --out "
-                        "and score it as --evaluate-only does (the bundled model since "
-                        "2026-12-07 is the mean of phases 9 and 11)")
+                        "and score it as --evaluate-only does (the mean of phases 9 and 11, "
+                        "bundled on 2026-12-07, is phase 12's start)")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="SegmentOptions.precision of the held-out scoring (default auto: "
                         "bf16 where the device computes it in hardware)")
