@@ -119,7 +119,7 @@ class PeakRss:
 def finetune_run(frames, labels, verified, iterations: int, output: Path, args) -> dict:
     """One Fine-tune button press (widgets/_jobs.finetune_job, without the Qt worker)."""
     t0 = time.perf_counter()
-    init = str(default_model_path())
+    init = str(args.model or default_model_path())
     init_ckpt = load_checkpoint(init, map_location="cpu")
     options = {**FINETUNE_DEFAULTS, "mode": GUI_MODE, "iterations": iterations,
                "context_frames": FINETUNE_CONTEXT_FRAMES,
@@ -217,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--difficulty", type=float, default=0.5)
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's, as the GUI)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", type=Path, help="start model (default: the bundled one)")
     parser.add_argument("--out", type=Path, help="JSON (default benchmarks/results/finetune.json)")
     parser.add_argument("--docs", type=Path, help="markdown file to rewrite the section of "
                         "(default docs/benchmarks.md; --smoke: none)")
@@ -237,9 +238,10 @@ def main(argv: list[str] | None = None) -> None:
     settings = {**FINETUNE_DEFAULTS, "iterations": args.iterations}  # the 1x run's
     labels = np.zeros_like(seq.labels)  # only the verified frames' labels are read in training
     labels[verified] = seq.labels[verified]
-    classes = [v for k, v in load_checkpoint(default_model_path()).classes.items() if k != 0]
+    start = args.model or default_model_path()
+    classes = [v for k, v in load_checkpoint(start).classes.items() if k != 0]
     t0 = time.perf_counter()
-    before = segment_dice(default_model_path(), seq.frames, seq.labels, unverified, args.device)
+    before = segment_dice(start, seq.frames, seq.labels, unverified, args.device)
     print(f"before: mean Dice {before['mean_dice']:.3f}", file=sys.stderr, flush=True)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -266,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         f"bundled model with the dock's defaults ({GUI_MODE}, "
         + ", ".join(f"{k} {v}" for k, v in settings.items())
         + f", anchors ± {FINETUNE_ANCHOR_FRAMES} frames, context frames "
-        f"{FINETUNE_CONTEXT_FRAMES}: {_context_words(default_model_path())}) in a spawned child "
+        f"{FINETUNE_CONTEXT_FRAMES}: {_context_words(start)}) in a spawned child "
         f"process; device: {meta['device']}; "
         f"torch {meta['torch']}; "
         f"wall time of the benchmark {meta['wall_seconds'] / 60:.1f} min.",
