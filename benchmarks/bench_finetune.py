@@ -121,7 +121,8 @@ def finetune_run(frames, labels, verified, iterations: int, output: Path, args) 
     t0 = time.perf_counter()
     init = str(args.model or default_model_path())
     init_ckpt = load_checkpoint(init, map_location="cpu")
-    options = {**FINETUNE_DEFAULTS, "mode": GUI_MODE, "iterations": iterations,
+    options = {**FINETUNE_DEFAULTS, **({"lr": args.lr} if args.lr else {}),
+               "mode": GUI_MODE, "iterations": iterations,
                "context_frames": FINETUNE_CONTEXT_FRAMES,
                "timesteps": int(init_ckpt.schedule.get("timesteps", 10)), "device": args.device}
     # as the dock's job: the frames carry what the start model sees (it never loses them)
@@ -218,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's, as the GUI)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", type=Path, help="start model (default: the bundled one)")
+    parser.add_argument("--lr", type=float, help="learning rate (default: the dock's)")
     parser.add_argument("--out", type=Path, help="JSON (default benchmarks/results/finetune.json)")
     parser.add_argument("--docs", type=Path, help="markdown file to rewrite the section of "
                         "(default docs/benchmarks.md; --smoke: none)")
@@ -235,7 +237,8 @@ def main(argv: list[str] | None = None) -> None:
                                             difficulty=args.difficulty))
     verified = list(range(0, args.frames, args.verified_every))
     unverified = [i for i in range(args.frames) if i not in verified]
-    settings = {**FINETUNE_DEFAULTS, "iterations": args.iterations}  # the 1x run's
+    settings = {**FINETUNE_DEFAULTS, **({"lr": args.lr} if args.lr else {}),
+                "iterations": args.iterations}  # the 1x run's
     labels = np.zeros_like(seq.labels)  # only the verified frames' labels are read in training
     labels[verified] = seq.labels[verified]
     start = args.model or default_model_path()
