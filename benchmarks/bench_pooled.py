@@ -44,9 +44,9 @@ import numpy as np
 import torch
 
 from napari_diffseg.data import DEFAULT_CLASSES, SyntheticConfig, generate_sequence
+from napari_diffseg.engine import metrics
 from napari_diffseg.engine.checkpoint import build_model, load_checkpoint
 from napari_diffseg.engine.inference import DEFAULT_MIN_COMPONENT, review_options, segment
-from napari_diffseg.engine.metrics import dice_iou, hausdorff95
 from napari_diffseg.engine.postprocess import clean_video_runs, remove_specks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,13 +122,10 @@ def cleaned(frames: np.ndarray, labels: np.ndarray, static: bool) -> np.ndarray:
 
 def frame_scores(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """(T, C, 2) Dice and HD95 per frame and foreground class (NaN where a class is absent
-    from both)."""
-    out = np.full((len(pred), len(FOREGROUND), 2), np.nan)
-    for t in range(len(pred)):
-        dice = dice_iou(pred[t], truth[t], FOREGROUND)
-        for j, c in enumerate(FOREGROUND):
-            out[t, j] = dice[c][0], hausdorff95(pred[t] == c, truth[t] == c)
-    return out
+    from both), as `evaluate` scores them before its means."""
+    scores = metrics.frame_scores(pred, truth, FOREGROUND)
+    return np.stack([np.array([scores[c]["dice"], scores[c]["hd95"]]).T for c in FOREGROUND],
+                    axis=1)
 
 
 def summarise(videos: list[np.ndarray]) -> dict:

@@ -182,6 +182,29 @@ class EvaluationReport:
         return "\n".join(lines)
 
 
+def frame_scores(
+    preds: np.ndarray,
+    targets: np.ndarray,
+    labels: Sequence[int],
+    spacing: Sequence[float] = (1.0, 1.0),
+) -> dict[int, dict[str, list[float]]]:
+    """Dice, IoU and HD95 of each frame: ``{label: {"dice": [...], "iou": [...], "hd95":
+    [...]}}``, one value per frame of the (N, H, W) stacks (NaN where the label is in neither
+    mask), before any mean: what :func:`evaluate_frames` averages, and what a bootstrap over
+    frames or videos resamples."""
+    per_frame: dict[int, dict[str, list[float]]] = {
+        int(label): {key: [] for key in METRICS} for label in labels
+    }
+    for pred, target in zip(preds, targets, strict=True):
+        overlap = dice_iou(pred, target, labels)
+        for label in per_frame:
+            dice, iou = overlap[label]
+            per_frame[label]["dice"].append(dice)
+            per_frame[label]["iou"].append(iou)
+            per_frame[label]["hd95"].append(hausdorff95(pred == label, target == label, spacing))
+    return per_frame
+
+
 def evaluate_frames(
     preds: np.ndarray,
     targets: np.ndarray,
@@ -213,16 +236,7 @@ def evaluate_frames(
     labels = [
         int(label) for label in classes if not (ignore_background and int(label) == BACKGROUND)
     ]
-    per_frame: dict[int, dict[str, list[float]]] = {
-        label: {key: [] for key in METRICS} for label in labels
-    }
-    for pred, target in zip(preds, targets, strict=True):
-        overlap = dice_iou(pred, target, labels)
-        for label in labels:
-            dice, iou = overlap[label]
-            per_frame[label]["dice"].append(dice)
-            per_frame[label]["iou"].append(iou)
-            per_frame[label]["hd95"].append(hausdorff95(pred == label, target == label, spacing))
+    per_frame = frame_scores(preds, targets, labels, spacing)
 
     per_class: dict[str, dict[str, float]] = {}
     for label in labels:
