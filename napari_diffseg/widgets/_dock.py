@@ -108,7 +108,7 @@ class DiffSegWidget(QWidget):
         self._calibrated = None  # the running segmentation's calibration (_jobs.Calibrated)
         # frames the whole-video step wrote: (wire kept under the contrast, wire dropped,
         # static vessel removed)
-        self._wire_frames: tuple[list[int], ...] = ([], [], [])
+        self._video_step_frames: tuple[list[int], ...] = ([], [], [])
         self.reviewing = ReviewController(self)
         self.propagating = PropagateController(self)
         self.history = ModelHistoryController(self)
@@ -493,7 +493,7 @@ class DiffSegWidget(QWidget):
         )
         self.segment_worker = worker
         self._calibrated = None
-        self._wire_frames = ([], [], [])
+        self._video_step_frames = ([], [], [])
         self._seg_started = time.perf_counter()
         self.seg_progress.setRange(0, len(indices))
         self.seg_progress.setValue(0)
@@ -543,7 +543,7 @@ class DiffSegWidget(QWidget):
             return
         if isinstance(item, _jobs.WireTracked):
             written = set(session.apply_wire_tracking(item, shown=self.current_frame()))
-            self._wire_frames = tuple([f for f in frames if f in written]
+            self._video_step_frames = tuple([f for f in frames if f in written]
                                       for frames in (item.gained, item.dropped, item.static))
             return
         session.apply_chunk(item, shown=self.current_frame())
@@ -593,7 +593,7 @@ class DiffSegWidget(QWidget):
                               f"{'s' if n > 1 else ''} (temperature "
                               f"{self._calibrated.temperature:.2f})")
             wire = ""
-            kept, dropped, static = (len(f) for f in self._wire_frames)
+            kept, dropped, static = (len(f) for f in self._video_step_frames)
             if static:
                 wire += (f"; vessel labels over what the frames before the contrast show as "
                          f"well removed in {static} frame{'s' * (static > 1)}")
