@@ -47,7 +47,7 @@ from napari_diffseg.data import DEFAULT_CLASSES, SyntheticConfig, generate_seque
 from napari_diffseg.engine import metrics
 from napari_diffseg.engine.checkpoint import build_model, load_checkpoint
 from napari_diffseg.engine.inference import DEFAULT_MIN_COMPONENT, review_options, segment
-from napari_diffseg.engine.postprocess import clean_video_runs, remove_specks
+from napari_diffseg.engine.postprocess import clean_video
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("bench_pooled")
@@ -113,11 +113,8 @@ def raw_labels(model, ckpt, config: SyntheticConfig, preset: dict, cache: Path |
 
 def cleaned(frames: np.ndarray, labels: np.ndarray, static: bool) -> np.ndarray:
     """The labels `segment` writes: specks removed, then the whole-video step."""
-    out = remove_specks(labels, DEFAULT_MIN_COMPONENT)
-    done = clean_video_runs(frames, out, range(len(out)), DEFAULT_CLASSES, static=static)
-    for i, new in done.changed.items():
-        out[i] = new
-    return out
+    return clean_video(frames, labels, DEFAULT_CLASSES, min_component=DEFAULT_MIN_COMPONENT,
+                       static=static)
 
 
 def frame_scores(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:

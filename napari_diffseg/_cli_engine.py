@@ -535,8 +535,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     tracking = {"applied": wire is not None, "kept_hidden": [names[i] for i in done.kept_hidden],
                 "dropped": [names[i] for i in done.dropped]}
     static = {"applied": vessel is not None, "frames": [names[i] for i in done.static]}
-    for i, new in done.changed.items():
-        labels[i] = new
+    done.apply(labels)
     seconds = time.perf_counter() - t0
     if args.mosxav:
         encoding = args.encoding or video.meta.extra.get("mask_encoding")

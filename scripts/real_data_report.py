@@ -162,8 +162,7 @@ def main() -> None:
                                              "dropped": done.dropped}
             shares[name]["static_vessel"] = {"applied": not args.keep_static,
                                              "frames": done.static}
-            for i, new in done.changed.items():
-                all_labels[i] = new
+            done.apply(all_labels)
         if args.whole_video:  # every frame's shares, e.g. to see the frames before the bolus
             shares[name]["share_by_frame"] = {
                 classes[k]: [round(float((lab == k).mean()), 5) for lab in all_labels]

@@ -49,7 +49,7 @@ from napari_diffseg.engine.device import device_description, precision_name, res
 from napari_diffseg.engine.inference import DEFAULT_MIN_COMPONENT as SPECKS
 from napari_diffseg.engine.inference import review_options
 from napari_diffseg.engine.metrics import evaluate_frames
-from napari_diffseg.engine.postprocess import clean_video_runs, remove_specks
+from napari_diffseg.engine.postprocess import clean_video, remove_specks
 from napari_diffseg.model import ModelConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,14 +273,11 @@ def held_out_evaluation(model, ckpt, device, review: str = "samples",
                     review)
 
     def cleaned(size: int, wire_tracking: bool = True, static: bool = True) -> np.ndarray:
-        videos = [remove_specks(p, size) for p in preds]
-        if wire_tracking:
-            for video, images in zip(videos, frames, strict=True):
-                done = clean_video_runs(images, video, range(len(video)), DEFAULT_CLASSES,
-                                        static=static)
-                for i, new in done.changed.items():
-                    video[i] = new
-        return np.concatenate(videos)
+        if not wire_tracking:  # specks only: the frames as segmented one by one
+            return np.concatenate([remove_specks(p, size) for p in preds])
+        return np.concatenate([clean_video(images, p, DEFAULT_CLASSES, min_component=size,
+                                           static=static)
+                               for p, images in zip(preds, frames, strict=True)])
 
     targets = np.concatenate(targets)
     labels = cleaned(SPECKS)

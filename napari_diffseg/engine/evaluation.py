@@ -55,10 +55,9 @@ def evaluate_videos(
                 progress(done + chunk.done, total)
         if whole:
             done_labels = np.stack([labels[i] for i in todo])
-            cleaned = clean_video_runs(video.frames, done_labels, range(len(todo)),
-                                       checkpoint.classes, static=static)
-            for i, new in cleaned.changed.items():
-                labels[todo[i]] = new
+            clean_video_runs(video.frames, done_labels, range(len(todo)), checkpoint.classes,
+                             static=static).apply(done_labels)
+            labels.update(zip(todo, done_labels, strict=True))
         preds.extend(labels[i] for i in idx)
         for k, v in (video.classes or {}).items():
             classes.setdefault(int(k), v)

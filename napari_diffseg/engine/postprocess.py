@@ -385,6 +385,12 @@ class VideoCleanup:
     kept_hidden: list[int] = field(default_factory=list)
     dropped: list[int] = field(default_factory=list)
 
+    def apply(self, labels) -> None:
+        """Write the ``changed`` frames into `labels` ((T, H, W) array, or anything indexed
+        by the same frame numbers), in place."""
+        for frame, new in self.changed.items():
+            labels[frame] = new
+
 
 def clean_video_runs(frames: np.ndarray | None, labels: np.ndarray, indices, classes, *,
                      trusted=(), static: bool = True, wire: bool = True) -> VideoCleanup:
@@ -412,4 +418,14 @@ def clean_video_runs(frames: np.ndarray | None, labels: np.ndarray, indices, cla
         out.changed.update(tracked)
     out.changed = {f: new for f, new in sorted(out.changed.items())
                    if (new != labels[f]).any()}
+    return out
+
+
+def clean_video(frames: np.ndarray | None, labels: np.ndarray, classes, *, min_component: int,
+                static: bool = True, wire: bool = True) -> np.ndarray:
+    """The labels ``segment`` writes for a whole video segmented at once: specks under
+    `min_component` px removed (:func:`remove_specks`), then the whole-video step
+    (:func:`clean_video_runs` over every frame, none trusted). A new (T, H, W) array."""
+    out = remove_specks(labels, min_component)
+    clean_video_runs(frames, out, range(len(out)), classes, static=static, wire=wire).apply(out)
     return out

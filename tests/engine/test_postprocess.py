@@ -179,6 +179,7 @@ def test_the_users_frames_are_evidence_for_the_wire_and_stay_as_they_are():
 from testutils import marking_and_bolus  # noqa: E402
 
 from napari_diffseg.engine.postprocess import (  # noqa: E402
+    clean_video,
     clean_video_runs,
     drop_static_vessel,
     drop_static_vessel_runs,
@@ -238,3 +239,22 @@ def test_clean_video_runs_drops_static_vessel_then_tracks_the_wire():
     kept = clean_video_runs(frames, labels, range(10), classes, static=False)
     assert kept.changed == {} and kept.static == []
     assert clean_video_runs(None, labels, range(10), classes).changed == {}  # no frames
+
+
+def test_clean_video_removes_specks_then_writes_the_whole_video_step_in():
+    frames, labels, strand, lumen = _static_video()
+    labels[5, 100:103, 100:103] = 2  # a 9 px catheter speck
+    classes = dict(DEFAULT_CLASSES)
+    out = clean_video(frames, labels, classes, min_component=400)  # 25 px at 128²
+    assert (out[5, 100:103, 100:103] == 0).all()  # the speck is gone
+    assert all((out[t][strand & ~lumen] == 1).mean() < 0.05 for t in range(10))  # static: gone
+    assert (out[3:7][:, lumen] == 1).mean() > 0.95  # the filled lumen stays
+    assert labels[5, 101, 101] == 2 and (labels[0][strand] == 1).all()  # input untouched
+    kept = clean_video(frames, labels, classes, min_component=400, static=False)
+    assert (kept[:, strand] == 1).all() and (kept[5, 100:103, 100:103] == 0).all()
+    # apply writes exactly the changed frames
+    done = clean_video_runs(frames, labels, range(10), classes)
+    copy = labels.copy()
+    done.apply(copy)
+    assert all((copy[t] == done.changed[t]).all() for t in done.changed)
+    assert (copy[4] != labels[4]).any()
