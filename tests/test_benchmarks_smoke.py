@@ -145,7 +145,7 @@ def test_finetune_benchmark_smoke(tmp_path):
                     "--docs", str(docs))
     rows = _rows(stdout, "before") + _rows(stdout, "default") + _rows(stdout, "2×")
     assert [r[1] for r in rows] == ["0", "4", "8"]  # iterations: the smoke budget, then 2x
-    assert all(0 <= _number(r[6]) <= 1 for r in rows)  # the bold mean Dice column
+    assert all(0 <= _number(r[7]) <= 1 for r in rows)  # the bold mean Dice column
     assert "within the 10-minute target" in stdout and "2× iterations − default" in stdout
     result = json.loads(out.read_text())
     assert result["meta"]["verified"] == [0, 5] and result["meta"]["mode"] == "semi"
@@ -155,6 +155,9 @@ def test_finetune_benchmark_smoke(tmp_path):
         assert r["it_per_s"] > 0 and r["peak_rss_mb"] > 100 and r["wall_s"] >= r["train_s"] > 0
         assert r["best_iteration"] == r["iterations"] and math.isfinite(r["best_val_dice"])
         assert math.isfinite(r["mean_dice"]) and 0 <= r["mean_dice"] <= 1
+        assert math.isfinite(r["raw_mean_dice"]) and r["temperature"] > 0
+        # the dock's guard: the run is used unless it validates below its start
+        assert r["kept"] == (r["best_val_dice"] >= r["val_dice_before"])
     assert math.isfinite(result["before"]["mean_dice"])
     text = docs.read_text()
     assert "old text" not in text and "| default (GUI) | 4 |" in text

@@ -21,6 +21,18 @@ logger = logging.getLogger(__name__)
 #: at most this many pixels enter a fit (drawn at random, with the seed fixed)
 MAX_FIT_PIXELS = 200_000
 T_BOUNDS = (0.05, 20.0)
+#: at most this many verified frames calibrate a segmentation (spread over the video): the
+#: fit segments them once more, and a few frames already fix one number
+CALIBRATION_FRAMES = 4
+
+
+def calibration_frames(verified, most: int = CALIBRATION_FRAMES) -> list[int]:
+    """Up to `most` of the verified frames, spread evenly over them."""
+    verified = sorted(int(v) for v in verified)
+    if len(verified) <= most:
+        return verified
+    step = (len(verified) - 1) / (most - 1)
+    return sorted({verified[round(i * step)] for i in range(most)})
 
 
 def _flatten(probabilities: np.ndarray, labels: np.ndarray, ignore_index: int | None):

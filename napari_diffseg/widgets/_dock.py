@@ -474,7 +474,9 @@ class DiffSegWidget(QWidget):
         self._stop.clear()
         calibrate = None
         if self.session.labels_layer is not None and self.session.state.verified:
-            cal = _jobs.calibration_frames(self.session.state.verified)
+            from napari_diffseg.engine.calibration import calibration_frames
+
+            cal = calibration_frames(self.session.state.verified)
             calibrate = (cal, np.array(self.session.labels_layer.data[cal], dtype=np.uint8))
         user_labels = None
         if self.session.labels_layer is not None:

@@ -74,20 +74,6 @@ def wire_tracking_update(labels: np.ndarray, indices, classes, trusted=(),
                        list(done.kept_hidden), list(done.dropped), list(done.static))
 
 
-#: at most this many verified frames calibrate a segmentation (spread over the video): the
-#: fit segments them once more, and a few frames already fix one number
-CALIBRATION_FRAMES = 4
-
-
-def calibration_frames(verified: list[int], most: int = CALIBRATION_FRAMES) -> list[int]:
-    """Up to `most` of the verified frames, spread evenly over them."""
-    verified = sorted(int(v) for v in verified)
-    if len(verified) <= most:
-        return verified
-    step = (len(verified) - 1) / (most - 1)
-    return sorted({verified[round(i * step)] for i in range(most)})
-
-
 def lower_this_threads_priority(niceness: int = BACKGROUND_NICENESS) -> bool:
     """Make the calling worker thread, and the torch/OpenMP threads it starts, yield the CPU
     to napari's UI thread (Linux: niceness is per thread and inherited by threads it creates).

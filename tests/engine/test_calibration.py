@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_diffseg.engine.calibration import apply_temperature, fit_temperature, nll
+from napari_diffseg.engine.calibration import (
+    apply_temperature,
+    calibration_frames,
+    fit_temperature,
+    nll,
+)
 from napari_diffseg.engine.uncertainty_metrics import expected_calibration_error
 
 
@@ -74,3 +79,10 @@ def test_fit_video_temperature_on_verified_frames():
                                     timesteps=10, options=opts)
     assert t_noise > 1.0
     assert fit_video_temperature(net, frames, own, [], normalisation=norm, timesteps=10) == 1.0
+
+
+def test_calibration_frames_are_spread_over_the_verified_ones():
+    assert calibration_frames([]) == []
+    assert calibration_frames([7, 2]) == [2, 7]
+    assert calibration_frames(list(range(0, 40, 5))) == [0, 10, 25, 35]
+    assert len(calibration_frames(list(range(100)), most=4)) == 4

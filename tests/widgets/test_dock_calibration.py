@@ -12,13 +12,6 @@ from napari_diffseg.engine.inference import load_for_inference, review_options
 from napari_diffseg.widgets import _jobs
 
 
-def test_calibration_frames_are_spread_over_the_verified_ones():
-    assert _jobs.calibration_frames([]) == []
-    assert _jobs.calibration_frames([7, 2]) == [2, 7]
-    assert _jobs.calibration_frames(list(range(0, 40, 5))) == [0, 10, 25, 35]
-    assert len(_jobs.calibration_frames(list(range(100)), most=4)) == 4
-
-
 def _chunks(items):
     from napari_diffseg.engine.inference import SegmentChunk
 
