@@ -589,15 +589,16 @@ class Trainer:
         # fresh random streams for the rest of the run (a resumed run is not bit-identical to
         # an uninterrupted one, but never replays the crops it has already seen)
         self.rng = np.random.default_rng([self.options.seed, self.iteration])
-        self.generator = torch.Generator().manual_seed(
-            self.options.seed * 1_000_003 + self.iteration)
-        self.rng = np.random.default_rng([self.options.seed, self.iteration])
         self.generator = torch.Generator().manual_seed(self.options.seed + self.iteration)
 
     def checkpoint(self, metrics: dict | None = None, with_state: bool = True) -> Checkpoint:
+        # the weights are copied on every device: on the CPU .cpu() returns the live tensors,
+        # and a checkpoint kept while training goes on (the fine-tune's best so far) would
+        # follow the weights. The training state (optimiser, teacher) is not: write it at once
         return Checkpoint(
             model_config=self.config.to_dict(),
-            state_dict={k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            state_dict={k: v.detach().to("cpu", copy=True)
+                        for k, v in self.model.state_dict().items()},
             classes=dict(self.classes),
             normalisation=dict(self.normalisation),
             schedule={"timesteps": self.options.timesteps},

@@ -15,7 +15,12 @@ from engine_testdata import TINY
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence
 from napari_diffseg.data.sequences import DEFAULT_NORMALISATION
-from napari_diffseg.engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from napari_diffseg.engine.checkpoint import (
+    Checkpoint,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
 from napari_diffseg.engine.finetune import (
     OOM_MESSAGE,
     FinetuneProcess,
@@ -26,7 +31,7 @@ from napari_diffseg.engine.finetune import (
     last_path,
     run_finetune,
 )
-from napari_diffseg.engine.training import TrainOptions, context_frames_for
+from napari_diffseg.engine.training import TrainOptions, context_frames_for, validation_dice
 from napari_diffseg.model import DiffSegNet, ModelConfig
 
 FRAMES, SIZE = 8, 32
@@ -143,6 +148,11 @@ def test_output_keeps_the_best_validation_weights(video, tmp_path):
     assert saved.metrics["best_iteration"] == best_it == done["best_iteration"]
     assert saved.metrics["final"]["iterations"] == 6
     assert done["best_val_dice"] == pytest.approx(dices[best_it])
+    # the file holds that iteration's weights (not the last ones): validated again, the same
+    opts = request.options
+    again = validation_dice(build_model(saved), val, opts.timesteps, opts.val_steps,
+                            opts.val_samples, opts.seed)
+    assert again == pytest.approx(dices[best_it], abs=1e-6)
     written = [(e["path"], e["iteration"]) for e in events if e["kind"] == "checkpoint"]
     assert (str(last_path(out)), 6) in written and (str(last_path(out)), 3) in written
     assert load_checkpoint(last_path(out)).metrics["iterations"] == 6
@@ -298,7 +308,7 @@ with open(sys.argv[1], "a") as log:
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence
 from napari_diffseg.engine.finetune import FinetuneProcess, FinetuneRequest, build_finetune_data
-from napari_diffseg.engine.training import TrainOptions, context_frames_for
+from napari_diffseg.engine.training import TrainOptions, context_frames_for, validation_dice
 from napari_diffseg.model import ModelConfig
 
 video = generate_sequence(SyntheticConfig(size=32, frames=4, seed=3, guidewire=False))

@@ -96,3 +96,15 @@ def test_the_thin_class_recipe_trains_and_lowers_the_loss(train_set, val_set):
     assert np.isfinite(losses).all()
     assert np.mean(losses[-20:]) < 0.8 * np.mean(losses[:20])
     assert result.checkpoint.metrics["val_dice"] > 0.2
+
+
+def test_a_checkpoint_taken_during_training_keeps_its_weights(train_set):
+    """On the CPU, .cpu() returns the live tensors: a checkpoint kept while training goes on
+    (the fine-tune's best so far) must not follow the weights to the end of the run."""
+    seen = []
+    result = train(train_set, _opts(iterations=3, lr_schedule="constant"), model_config=TINY,
+                   checkpoint_every=1, on_checkpoint=seen.append)
+    assert [c.metrics["iterations"] for c in seen] == [1, 2, 3]
+    first, last = seen[0].state_dict, result.checkpoint.state_dict
+    assert any(not torch.equal(first[k], last[k]) for k in first)
+    assert all(torch.equal(seen[-1].state_dict[k], last[k]) for k in last)
