@@ -108,3 +108,31 @@ def test_a_checkpoint_taken_during_training_keeps_its_weights(train_set):
     first, last = seen[0].state_dict, result.checkpoint.state_dict
     assert any(not torch.equal(first[k], last[k]) for k in first)
     assert all(torch.equal(seen[-1].state_dict[k], last[k]) for k in last)
+
+
+def test_validation_does_not_swing_on_a_speck_or_one_frame(monkeypatch):
+    """Validation picks the weights a fine-tune keeps from a few verified frames: a speck
+    goes as it goes from the labels, and a blob in a frame without that class costs its
+    pixels, not the whole class (one Dice per class over all the frames' pixels)."""
+    from napari_diffseg.data.sequences import SparseDataset
+    from napari_diffseg.engine import training
+
+    truth = np.zeros((2, 256, 256), np.uint8)
+    truth[0, 40:60, 20:220] = 1  # a vessel in frame 0 (4,000 px); frame 1: no vessel
+    truth[:, 100:104, 10:250] = 2  # a catheter in both
+    pred = truth.copy()
+    pred[1, 200:202, 30:32] = 3  # a 4 px guidewire speck (under 64 px at 512²: 16 here)
+    pred[1, 150:170, 150:170] = 1  # a 400 px vessel blob where there is none
+    model = DiffSegNet(ModelConfig(**{**TINY.to_dict(), "num_classes": 4}))
+
+    def fake_predict(model, images, *, timesteps, options):
+        probs = np.eye(4, dtype=np.float16)[pred[: len(images)]].transpose(0, 3, 1, 2)
+        return probs, None, None
+
+    monkeypatch.setattr(training, "predict_normalised", fake_predict)
+    data = SparseDataset(images=[np.zeros((256, 256), np.float32)] * 2, labels=list(truth),
+                         classes={0: "background", 1: "vessel", 2: "catheter", 3: "guidewire"})
+    dice = training.validation_dice(model, data, timesteps=10, steps=1, samples=1, seed=0)
+    vessel = 2 * 4000 / (4000 + 4400)
+    assert dice == pytest.approx((vessel + 1.0) / 2)  # no guidewire class; catheter perfect
+    # frame by frame with the speck, it was (0 + 0.5 * 1 + 1) / 3 = 0.5
