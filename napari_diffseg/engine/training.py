@@ -49,6 +49,7 @@ from napari_diffseg.engine.augment import (
 from napari_diffseg.engine.checkpoint import Checkpoint, build_model
 from napari_diffseg.engine.defaults import DEFAULT_MIN_COMPONENT
 from napari_diffseg.engine.inference import SegmentOptions, predict_normalised
+from napari_diffseg.engine.metrics import dice_iou
 from napari_diffseg.engine.postprocess import remove_specks
 from napari_diffseg.model import (
     DDIMSampler,
@@ -271,16 +272,12 @@ def validation_dice(
         targets.extend(np.asarray(data.labels[i]) for i in idx)
     foreground = sorted(k for k in set(data.classes) | set(range(1, model.config.num_classes))
                         if k != 0)
-    counts = np.zeros((len(foreground), 3), np.int64)  # predicted, true, both
-    for pred, target in zip(preds, targets, strict=True):
-        known = target != IGNORE_LABEL
-        for j, c in enumerate(foreground):
-            p, t = (pred == c) & known, target == c
-            counts[j] += (np.count_nonzero(p), np.count_nonzero(t), np.count_nonzero(p & t))
-    scored = counts[:, 0] + counts[:, 1] > 0
-    if not scored.any():
-        return float("nan")
-    return float(np.mean(2.0 * counts[scored, 2] / (counts[scored, 0] + counts[scored, 1])))
+    # all the frames' pixels as one: a pixel of unknown class counts as predicted background
+    pred = np.concatenate([np.where(t == IGNORE_LABEL, 0, p).ravel()
+                           for p, t in zip(preds, targets, strict=True)])
+    target = np.concatenate([t.ravel() for t in targets])
+    dice = [d for d, _ in dice_iou(pred, target, foreground).values() if not np.isnan(d)]
+    return float(np.mean(dice)) if dice else float("nan")
 
 
 class _RowsOfBatch:

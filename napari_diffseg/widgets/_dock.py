@@ -546,7 +546,8 @@ class DiffSegWidget(QWidget):
         if isinstance(item, _jobs.WireTracked):
             written = set(session.apply_wire_tracking(item, shown=self.current_frame()))
             self._video_step_frames = tuple([f for f in frames if f in written]
-                                      for frames in (item.gained, item.dropped, item.static))
+                                            for frames in (item.gained, item.dropped,
+                                                           item.static))
             return
         session.apply_chunk(item, shown=self.current_frame())
         self._last_chunk = item
