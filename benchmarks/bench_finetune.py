@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ import torch
 from docs_section import update_section
 
 from napari_diffseg.data import SyntheticConfig, generate_sequence
-from napari_diffseg.engine.calibration import calibration_frames, fit_video_temperature
+from napari_diffseg.engine.calibration import Calibrated
 from napari_diffseg.engine.checkpoint import load_checkpoint
 from napari_diffseg.engine.defaults import (
     DEFAULT_MIN_COMPONENT,
@@ -56,9 +55,10 @@ from napari_diffseg.engine.finetune import (
     FinetuneRequest,
     build_finetune_data,
 )
-from napari_diffseg.engine.inference import SegmentOptions, iter_segment, load_for_inference
+from napari_diffseg.engine.inference import SegmentOptions, load_for_inference
 from napari_diffseg.engine.metrics import evaluate_frames
-from napari_diffseg.engine.postprocess import clean_video_runs
+from napari_diffseg.engine.pipeline import segment_video
+from napari_diffseg.engine.postprocess import VideoCleanup
 from napari_diffseg.engine.training import TrainOptions, context_frames_for
 from napari_diffseg.models import default_model_path
 
@@ -78,24 +78,26 @@ def segment_dice(model_path: Path, frames: np.ndarray, truth: np.ndarray, verifi
     whole-video step (static vessel, wire tracking) with the verified frames as evidence.
     ``raw_*``: the same before the whole-video step."""
     model, ckpt = load_for_inference(model_path, device)
-    timesteps = int(ckpt.schedule.get("timesteps", 10))
     options = SegmentOptions(steps=4, samples=4, seed=0, device=device,
                              min_component=DEFAULT_MIN_COMPONENT)
     labels = np.zeros(truth.shape, np.uint8)
-    labels[verified] = truth[verified]
     t0 = time.perf_counter()
-    cal = calibration_frames(verified)
-    temperature = fit_video_temperature(model, frames, labels, cal,
-                                        normalisation=ckpt.normalisation, timesteps=timesteps,
-                                        options=options)
-    for chunk in iter_segment(model, frames, normalisation=ckpt.normalisation,
-                              timesteps=timesteps,
-                              options=replace(options, temperature=temperature),
-                              indices=indices):
-        labels[chunk.indices] = chunk.labels
+    done, temperature = VideoCleanup(), 1.0
+    for item in segment_video(model, frames, classes=ckpt.classes,
+                              normalisation=ckpt.normalisation,
+                              timesteps=int(ckpt.schedule.get("timesteps", 10)),
+                              options=options, indices=indices,
+                              verified=(verified, truth[verified]),
+                              user_labels=(verified, truth[verified])):
+        if isinstance(item, Calibrated):
+            temperature = item.temperature
+        elif isinstance(item, VideoCleanup):
+            done = item
+        else:
+            labels[item.indices] = item.labels
     seconds = time.perf_counter() - t0
     raw = evaluate_frames(labels[indices], truth[indices], ckpt.classes).to_dict()
-    clean_video_runs(frames, labels, indices, ckpt.classes, trusted=verified).apply(labels)
+    done.apply(labels)
     report = evaluate_frames(labels[indices], truth[indices], ckpt.classes).to_dict()
     return {"mean_dice": report["mean"]["dice"], "segment_s_per_frame": seconds / len(indices),
             "per_class_dice": {k: v["dice"] for k, v in report["per_class"].items()},

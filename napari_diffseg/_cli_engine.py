@@ -478,12 +478,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from napari_diffseg.engine.device import device_description, precision_name
-    from napari_diffseg.engine.inference import iter_segment, load_for_inference, review_options
-    from napari_diffseg.engine.postprocess import (
-        clean_video_runs,
-        hidden_wire_classes,
-        vessel_class,
-    )
+    from napari_diffseg.engine.inference import load_for_inference, review_options
+    from napari_diffseg.engine.pipeline import segment_video
+    from napari_diffseg.engine.postprocess import VideoCleanup, hidden_wire_classes, vessel_class
     from napari_diffseg.io import (
         atomic_path,
         check_writable_folder,
@@ -512,26 +509,29 @@ def cmd_segment(args: argparse.Namespace) -> int:
     scores = np.zeros(n, dtype=np.float32)
     bar = progress_bar(n, "segment", unit="frame", quiet=args.quiet)
     t0 = time.perf_counter()
+    done = VideoCleanup()  # the whole-video step's changes (none for classes without it)
     try:
-        for chunk in iter_segment(
-            model, frames, normalisation=ckpt.normalisation,
+        for item in segment_video(
+            model, frames, classes=ckpt.classes, normalisation=ckpt.normalisation,
             timesteps=int(ckpt.schedule["timesteps"]),
             options=review_options(args.uncertainty, steps=args.steps, samples=args.samples,
                                    seed=args.seed, batch_size=args.batch_size,
                                    min_component=_min_component(args),
                                    precision=args.precision),
+            static=args.static_filter, wire=args.wire_tracking,
         ):
-            labels[chunk.indices] = chunk.labels
-            scores[chunk.indices] = chunk.frame_scores
-            write_float_maps(args.out / "uncertainty", chunk.uncertainty,
-                             frame_names=[names[i] for i in chunk.indices])
-            bar.update(chunk.done - bar.n)
+            if isinstance(item, VideoCleanup):
+                done = item
+                continue
+            labels[item.indices] = item.labels
+            scores[item.indices] = item.frame_scores
+            write_float_maps(args.out / "uncertainty", item.uncertainty,
+                             frame_names=[names[i] for i in item.indices])
+            bar.update(item.done - bar.n)
     finally:
         bar.close()
     wire = hidden_wire_classes(ckpt.classes) if args.wire_tracking else None
     vessel = vessel_class(ckpt.classes) if args.static_filter else None
-    done = clean_video_runs(frames, labels, range(n), ckpt.classes,
-                            static=args.static_filter, wire=args.wire_tracking)
     tracking = {"applied": wire is not None, "kept_hidden": [names[i] for i in done.kept_hidden],
                 "dropped": [names[i] for i in done.dropped]}
     static = {"applied": vessel is not None, "frames": [names[i] for i in done.static]}

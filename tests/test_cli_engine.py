@@ -345,15 +345,15 @@ def _segment_pattern(model, tmp_path, monkeypatch, pattern, extra, frames=None,
     contrast to judge it by."""
     from dataclasses import replace
 
-    import napari_diffseg.engine.inference as inference
+    import napari_diffseg.engine.pipeline as pipeline
 
-    real = inference.iter_segment
+    real = pipeline.iter_segment
 
     def model_answer(*args, **kwargs):
         for chunk in real(*args, **kwargs):
             yield replace(chunk, labels=pattern[chunk.indices])
 
-    monkeypatch.setattr(inference, "iter_segment", model_answer)
+    monkeypatch.setattr(pipeline, "iter_segment", model_answer)  # what `segment` runs
     if frames is None:
         frames = np.random.default_rng(1).integers(0, 255, pattern.shape, dtype=np.uint8)
         extra = [*extra, "--keep-static"]

@@ -12,6 +12,7 @@ and scipy only; :func:`fit_video_temperature` runs the model on a video's verifi
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -24,6 +25,16 @@ T_BOUNDS = (0.05, 20.0)
 #: at most this many verified frames calibrate a segmentation (spread over the video): the
 #: fit segments them once more, and a few frames already fix one number
 CALIBRATION_FRAMES = 4
+
+
+@dataclass
+class Calibrated:
+    """Yielded first when the model was calibrated on the video's verified frames: the
+    temperature its probabilities (the uncertainty and the frame scores, not the labels) are
+    scaled with in this run, and the frames it was fitted on."""
+
+    temperature: float
+    frames: list[int]
 
 
 def calibration_frames(verified, most: int = CALIBRATION_FRAMES) -> list[int]:

@@ -474,10 +474,9 @@ class DiffSegWidget(QWidget):
         self._stop.clear()
         calibrate = None
         if self.session.labels_layer is not None and self.session.state.verified:
-            from napari_diffseg.engine.calibration import calibration_frames
-
-            cal = calibration_frames(self.session.state.verified)
-            calibrate = (cal, np.array(self.session.labels_layer.data[cal], dtype=np.uint8))
+            verified = sorted(self.session.state.verified)  # the engine picks up to 4
+            calibrate = (verified, np.array(self.session.labels_layer.data[verified],
+                                            dtype=np.uint8))
         user_labels = None
         if self.session.labels_layer is not None:
             mine = [i for i in range(len(self.session.frames)) if self.session.protected(i)]

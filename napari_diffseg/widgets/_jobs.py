@@ -13,6 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+# the engine's message, re-exported for the dock (numpy and scipy only: no torch at import)
+from napari_diffseg.engine.calibration import Calibrated  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
 #: niceness of the dock's worker threads (0 = normal, 19 = lowest): background work yields the
@@ -32,16 +35,6 @@ class ModelLoaded:
 
 
 @dataclass
-class Calibrated:
-    """Yielded after :class:`ModelLoaded` when the job calibrated the model on the video's
-    verified frames: the temperature its probabilities (the uncertainty, not the labels) are
-    scaled with in this run."""
-
-    temperature: float
-    frames: list[int]
-
-
-@dataclass
 class WireTracked:
     """Yielded last by a segmentation job that ran to its end: the frames the whole-video
     step changed (:func:`~napari_diffseg.engine.postprocess.clean_video_runs`: vessel that
@@ -57,16 +50,9 @@ class WireTracked:
     static: list[int] = field(default_factory=list)
 
 
-def wire_tracking_update(labels: np.ndarray, indices, classes, trusted=(),
-                         frames: np.ndarray | None = None,
-                         static: bool = True) -> WireTracked | None:
-    """Run the whole-video step over each run of consecutive frames in `indices` (the frames
-    one segmentation wrote) and `trusted` (the user's frames: evidence, never changed) of
-    `labels` (T, H, W) with `classes` ({id: name}); the static-vessel step needs the video's
-    `frames` and `static` (False: the dock's switch is off). None when no frame changes."""
-    from napari_diffseg.engine.postprocess import clean_video_runs
-
-    done = clean_video_runs(frames, labels, indices, classes, trusted=trusted, static=static)
+def wire_tracking_update(done) -> WireTracked | None:
+    """The dock's message for what the whole-video step did
+    (:class:`~napari_diffseg.engine.postprocess.VideoCleanup`); None when no frame changes."""
     if not done.changed:
         return None
     order = sorted(done.changed)
@@ -124,31 +110,30 @@ def segment_job(
     static: bool = True,
     stop: threading.Event | None = None,
 ):
-    """Load the model, then yield :class:`ModelLoaded` and one
-    :class:`~napari_diffseg.engine.inference.SegmentChunk` per batch of frames.
+    """Load the model, yield :class:`ModelLoaded`, then what
+    :func:`~napari_diffseg.engine.pipeline.segment_video` yields: :class:`Calibrated`, one
+    :class:`~napari_diffseg.engine.inference.SegmentChunk` per batch of frames and, last,
+    :class:`WireTracked` when the whole-video step changes a frame.
     frames: (T, H, W[, 3]) raw video; indices: frames to segment; batch_size None: the
     engine's default for the device (one frame at a time on a CPU, so results stream frame by
     frame; 8 on a GPU). review: "samples" or "tta", the uncertainty the review follows
     (:func:`~napari_diffseg.engine.inference.review_options`). calibrate: (verified frame
-    indices, their labels (n, H, W)): the model's temperature is fitted on them first (yields
-    :class:`Calibrated`), so that its probabilities mean what they say on this video; the
-    labels do not change, the uncertainty and the frame scores do. user_labels: (frame
+    indices, their labels (n, H, W)): the model's temperature is fitted on up to 4 of them
+    first (yields :class:`Calibrated`), so that its probabilities mean what they say on this
+    video; the labels do not change, the uncertainty and the frame scores do. user_labels: (frame
     indices, their labels (n, H, W)) of the frames the user verified or painted: the wire
     tracking after the last frame reads them as evidence (a wire the user drew is the
     video's wire, and is carried under the contrast) and never changes them. static: False
     leaves out the static-vessel step (the dock's switch; ``segment --keep-static``)."""
-    from dataclasses import replace
-
-    from napari_diffseg.engine.calibration import fit_video_temperature
     from napari_diffseg.engine.device import device_description
     from napari_diffseg.engine.inference import (
         DEFAULT_MIN_COMPONENT,
         Cancelled,
-        iter_segment,
         load_for_inference,
         review_options,
     )
-    from napari_diffseg.engine.postprocess import video_step_applies
+    from napari_diffseg.engine.pipeline import segment_video
+    from napari_diffseg.engine.postprocess import VideoCleanup
 
     lower_this_threads_priority()
     if min_component is None:
@@ -158,43 +143,20 @@ def segment_job(
     yield ModelLoaded(dict(ckpt.classes), device_description(dev), str(model_path))
     options = review_options(review, steps=steps, samples=samples, batch_size=batch_size,
                              seed=seed, min_component=min_component)
-    timesteps = int(ckpt.schedule.get("timesteps", 10))
-    if calibrate is not None and len(calibrate[0]):
-        verified, verified_labels = calibrate
-        labels = np.zeros(np.shape(frames)[:3], dtype=np.uint8)
-        labels[list(verified)] = verified_labels
-        temperature = fit_video_temperature(
-            model, frames, labels, verified, normalisation=ckpt.normalisation,
-            timesteps=timesteps, options=options)
-        options = replace(options, temperature=temperature)
-        yield Calibrated(float(temperature), [int(v) for v in verified])
-        if stop is not None and stop.is_set():
-            return
-    # the labels are kept for the whole-video step after the last frame, when the classes
-    # have a vessel (static vessel; with a guidewire, the wire tracking too)
-    keep = video_step_applies(ckpt.classes, static=static)
-    labels = np.zeros(np.shape(frames)[:3], dtype=np.uint8) if keep else None
     try:
-        for chunk in iter_segment(
-            model, frames, normalisation=ckpt.normalisation,
-            timesteps=timesteps, options=options,
-            indices=indices, should_stop=None if stop is None else stop.is_set,
+        for item in segment_video(
+            model, frames, classes=ckpt.classes, normalisation=ckpt.normalisation,
+            timesteps=int(ckpt.schedule.get("timesteps", 10)), options=options,
+            indices=indices, verified=calibrate, user_labels=user_labels, static=static,
+            should_stop=None if stop is None else stop.is_set,
         ):
-            if labels is not None:
-                labels[chunk.indices] = chunk.labels
-            yield chunk
+            if isinstance(item, VideoCleanup):
+                item = wire_tracking_update(item)
+                if item is None:
+                    continue
+            yield item
     except Cancelled:  # a normal end for the worker (superqt treats RuntimeErrors specially)
         return
-    if labels is None or (stop is not None and stop.is_set()):
-        return
-    trusted: list[int] = []
-    if user_labels is not None and len(user_labels[0]):
-        trusted = [int(i) for i in user_labels[0]]
-        labels[trusted] = user_labels[1]
-    update = wire_tracking_update(labels, indices, ckpt.classes, trusted, frames=frames,
-                                  static=static)
-    if update is not None:
-        yield update
 
 
 def save_job(snapshot: dict) -> Path:

@@ -42,9 +42,9 @@ def _hold_after_each_frame(monkeypatch) -> None:
     most), so that a test presses Cancel mid-run however fast this machine segments."""
     import time
 
-    import napari_diffseg.engine.inference as inference
+    import napari_diffseg.engine.pipeline as pipeline  # the dock segments through it
 
-    real = inference.iter_segment
+    real = pipeline.iter_segment
 
     def held(*args, should_stop=None, **kwargs):
         for chunk in real(*args, should_stop=should_stop, **kwargs):
@@ -53,7 +53,7 @@ def _hold_after_each_frame(monkeypatch) -> None:
             while should_stop is not None and not should_stop() and time.monotonic() < deadline:
                 time.sleep(0.01)
 
-    monkeypatch.setattr(inference, "iter_segment", held)
+    monkeypatch.setattr(pipeline, "iter_segment", held)
 
 
 def test_fine_tune_shows_held_out_frames_dice_before_and_resegments_in_its_tab(

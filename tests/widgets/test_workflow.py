@@ -304,15 +304,15 @@ def _answer_with(monkeypatch, pattern):
     """The model's labels replaced by `pattern` (T, H, W); the rest of the run is real."""
     from dataclasses import replace
 
-    import napari_diffseg.engine.inference as inference
+    import napari_diffseg.engine.pipeline as pipeline  # the dock segments through it
 
-    real = inference.iter_segment
+    real = pipeline.iter_segment
 
     def model_answer(*args, **kwargs):
         for chunk in real(*args, **kwargs):
             yield replace(chunk, labels=pattern[chunk.indices])
 
-    monkeypatch.setattr(inference, "iter_segment", model_answer)
+    monkeypatch.setattr(pipeline, "iter_segment", model_answer)
 
 
 def _dock_on(viewer, qtbot, path, frames, pattern, checkpoint, monkeypatch):
