@@ -47,6 +47,7 @@ from napari_diffseg.engine.defaults import (
     DEFAULT_MIN_COMPONENT,
     FINETUNE_ANCHOR_FRAMES,
     FINETUNE_CONTEXT_FRAMES,
+    worse_than_before,
 )
 from napari_diffseg.engine.finetune import (
     FINETUNE_DEFAULTS,
@@ -178,10 +179,8 @@ def finetune_run(frames, labels, verified, iterations: int, output: Path, args) 
             "best_val_dice": done["best_val_dice"], "best_iteration": done["best_iteration"],
             "val_dice_before": done["val_dice_before"], "val_curve": curve,
             "stopped": done["stopped"],
-            # the dock's rule (widgets._history_control.worse_than_before): a model that
-            # validates below its start is listed but not used
-            "kept": not (done["best_val_dice"] is not None and done["val_dice_before"] is not None
-                         and done["best_val_dice"] < done["val_dice_before"])}
+            # the dock's guard: a model that validates below its start is listed, not used
+            "kept": not worse_than_before(done["best_val_dice"], done["val_dice_before"])}
 
 
 def fmt(x, spec: str = ".3f") -> str:

@@ -27,6 +27,15 @@ FINETUNE_DEFAULTS = {
 }
 #: the dock's default share of the verified frames held out to pick the best checkpoint
 FINETUNE_VAL_FRACTION = 0.25
+
+
+def worse_than_before(best: float | None, before: float | None) -> bool:
+    """The dock's guard after a fine-tune: True when the run's best validation Dice is below
+    the starting model's on the same held-out frames. The new model is then kept in the
+    project's history but not used (``benchmarks/bench_finetune.py`` reports the same)."""
+    return best is not None and before is not None and best < before
+
+
 #: neighbouring frames on each side a fine-tuned model sees (temporal context; a frame-wise
 #: model is expanded, :func:`napari_diffseg.model.expand_context`); 0 keeps what the start
 #: model sees (the bundled model sees t +- 1, and its fine-tunes keep them)

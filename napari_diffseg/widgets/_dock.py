@@ -32,11 +32,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_diffseg.engine.defaults import worse_than_before
 from napari_diffseg.io import ReadError
 
 from . import _jobs, _videos
 from ._finetune_panel import FinetunePanel
-from ._history_control import ModelHistoryController, worse_than_before
+from ._history_control import ModelHistoryController
 from ._propagate_control import PropagateController
 from ._review import KEY_NEXT, KEY_VERIFY, ReviewPanel
 from ._review_control import ReviewController

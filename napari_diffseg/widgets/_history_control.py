@@ -46,12 +46,6 @@ logger = logging.getLogger(__name__)
 CURRENT_MODEL_KEY = "current_model"
 
 
-def worse_than_before(best: float | None, before: float | None) -> bool:
-    """True when a run's best validation Dice is below the starting model's on the same
-    held-out frames: the new model is kept in the history but not used."""
-    return best is not None and before is not None and best < before
-
-
 class HistoryPanel(QWidget):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -185,8 +179,8 @@ class ModelHistoryController:
     def finished(self, event: dict, use: bool = True) -> ModelRecord | None:
         """The run's ``done`` event: write the record next to the checkpoint, make the new
         model current if `use` (the dock says no when it scored worse on the held-out frames
-        than the model it started from: see :func:`worse_than_before`) and name the next
-        one."""
+        than the model it started from: see
+        :func:`~napari_diffseg.engine.defaults.worse_than_before`) and name the next one."""
         record, self._pending = self._pending, None
         if record is None or not event.get("path"):
             return None

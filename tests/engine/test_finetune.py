@@ -340,3 +340,13 @@ def test_a_script_without_a_main_guard_runs_once(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert runs.read_text().splitlines() == ["script ran"], result.stderr
     assert "'done'" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_guard_refuses_only_a_run_that_validates_below_its_start():
+    from napari_diffseg.engine.defaults import worse_than_before
+
+    assert worse_than_before(0.70, 0.75)
+    assert not worse_than_before(0.75, 0.75)  # as good: the fine-tuned model is used
+    assert not worse_than_before(0.80, 0.75)
+    assert not worse_than_before(None, 0.75)  # nothing held out: nothing to compare
+    assert not worse_than_before(0.70, None)
