@@ -53,14 +53,13 @@ from napari_diffseg.engine.finetune import (
     FINETUNE_DEFAULTS,
     FINETUNE_VAL_FRACTION,
     FinetuneProcess,
-    FinetuneRequest,
-    build_finetune_data,
+    finetune_request,
 )
 from napari_diffseg.engine.inference import SegmentOptions, load_for_inference
 from napari_diffseg.engine.metrics import evaluate_frames
 from napari_diffseg.engine.pipeline import segment_video
 from napari_diffseg.engine.postprocess import VideoCleanup
-from napari_diffseg.engine.training import TrainOptions, context_frames_for
+from napari_diffseg.engine.training import context_frames_for
 from napari_diffseg.models import default_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,21 +137,16 @@ def finetune_run(frames, labels, verified, iterations: int, output: Path, args) 
     """One Fine-tune button press (widgets/_jobs.finetune_job, without the Qt worker)."""
     t0 = time.perf_counter()
     init = str(args.model or default_model_path())
-    init_ckpt = load_checkpoint(init, map_location="cpu")
     options = {**FINETUNE_DEFAULTS, **({"lr": args.lr} if args.lr else {}),
                "mode": GUI_MODE, "iterations": iterations,
                "context_frames": FINETUNE_CONTEXT_FRAMES,
-               "timesteps": int(init_ckpt.schedule.get("timesteps", 10)), "device": args.device}
-    # as the dock's job: the frames carry what the start model sees (it never loses them)
-    context = context_frames_for(init_ckpt.model_config, FINETUNE_CONTEXT_FRAMES)
-    data, val = build_finetune_data(frames, labels, verified, classes=dict(init_ckpt.classes),
-                                    normalisation=init_ckpt.normalisation,
-                                    val_fraction=GUI_VAL_FRACTION,
-                                    context_frames=context,
-                                    anchor_frames=FINETUNE_ANCHOR_FRAMES)
-    del init_ckpt
-    job = FinetuneProcess(FinetuneRequest(data=data, val=val, options=TrainOptions(**options),
-                                          output=str(output), init=init, threads=args.threads))
+               "anchor_frames": FINETUNE_ANCHOR_FRAMES, "device": args.device}
+    request = finetune_request(frames, labels, verified,
+                               classes=dict(load_checkpoint(init, map_location="cpu").classes),
+                               init=init, output=output, options=options,
+                               val_fraction=GUI_VAL_FRACTION, threads=args.threads)
+    data, val = request.data, request.val
+    job = FinetuneProcess(request)
     job.start()
     child = [p for p in mp.active_children() if p.name == "napari-diffseg-finetune"]
     rss = PeakRss(child[0].pid)

@@ -253,6 +253,49 @@ class FinetuneRequest:
     notes: dict | None = None
 
 
+def finetune_request(
+    frames: np.ndarray,
+    labels: np.ndarray,
+    verified: Iterable[int],
+    *,
+    classes: dict[int, str],
+    init: str | None,
+    output: str | Path,
+    options: dict,
+    val_fraction: float = FINETUNE_VAL_FRACTION,
+    extra_unlabelled: Iterable[np.ndarray] = (),
+    threads: int | None = None,
+    should_stop=None,
+) -> FinetuneRequest:
+    """What one press of the dock's Fine-tune button runs, for :class:`FinetuneProcess`.
+
+    `options` are :class:`~napari_diffseg.engine.training.TrainOptions` fields plus
+    ``anchor_frames`` (see :func:`build_finetune_data`). A run from the model `init`
+    continues its noise schedule (``timesteps``), normalises the frames as it was trained
+    and gives them the neighbouring frames it sees (a model never loses them:
+    :func:`~napari_diffseg.engine.training.context_frames_for`); `init` None trains a new
+    model. The held-out frames are :func:`held_out_frames` ``(verified, val_fraction)``.
+    Raises :class:`~napari_diffseg.engine.propagate.PropagationCancelled` when
+    `should_stop` turns true while the anchors are computed, and what
+    :func:`build_finetune_data` raises."""
+    options = dict(options)
+    anchor_frames = int(options.pop("anchor_frames", 0) or 0)
+    normalisation = model_config = None
+    if init is not None:
+        start = load_checkpoint(init, map_location="cpu")
+        normalisation, model_config = start.normalisation, start.model_config
+        options["timesteps"] = int(start.schedule.get("timesteps", 10))
+        del start
+    context = context_frames_for(model_config, options.get("context_frames"))
+    data, val = build_finetune_data(
+        frames, labels, verified, classes=classes, normalisation=normalisation,
+        extra_unlabelled=extra_unlabelled, val_fraction=val_fraction, context_frames=context,
+        anchor_frames=anchor_frames, should_stop=should_stop)
+    return FinetuneRequest(data=data, val=val, options=TrainOptions(**options),
+                           output=str(output), init=None if init is None else str(init),
+                           threads=threads)
+
+
 def last_path(output: str | Path) -> Path:
     """Where periodic saves go when ``output`` holds the best weights: ``x.pt -> x.last.pt``."""
     output = Path(output)

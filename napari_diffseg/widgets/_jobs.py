@@ -205,26 +205,14 @@ def finetune_job(
     videos unlabelled), run the training in a child process and yield its events (dicts:
     validation_frames (the held-out verified frames) / started / validation_before / progress
     / checkpoint / done / error)."""
-    from napari_diffseg.engine.checkpoint import load_checkpoint
     from napari_diffseg.engine.finetune import (
         FinetuneProcess,
-        FinetuneRequest,
-        build_finetune_data,
+        finetune_request,
         held_out_frames,
     )
-    from napari_diffseg.engine.training import TrainOptions, context_frames_for
+    from napari_diffseg.engine.propagate import PropagationCancelled
     from napari_diffseg.io import read
 
-    normalisation = model_config = None
-    options = dict(options)
-    anchor_frames = int(options.pop("anchor_frames", 0) or 0)
-    if init is not None:
-        init_ckpt = load_checkpoint(init, map_location="cpu")
-        normalisation, model_config = init_ckpt.normalisation, init_ckpt.model_config
-        # fine-tuning continues the model's own noise schedule
-        options["timesteps"] = int(init_ckpt.schedule.get("timesteps", 10))
-        del init_ckpt
-    context = context_frames_for(model_config, options.get("context_frames"))
     extra = []
     for path in extra_videos:
         yield {"kind": "status", "message": f"reading {Path(path).name}"}
@@ -233,23 +221,17 @@ def finetune_job(
             return
     # the same frames build_finetune_data holds out (same default seed)
     yield {"kind": "validation_frames", "frames": held_out_frames(verified, val_fraction)}
-    if anchor_frames:
+    if options.get("anchor_frames"):
         yield {"kind": "status", "message": "carrying the verified frames' labels to their "
-                                            f"neighbours (±{anchor_frames} frames)…"}
-    from napari_diffseg.engine.propagate import PropagationCancelled
-
+                                            f"neighbours (±{options['anchor_frames']} "
+                                            "frames)…"}
     try:
-        data, val = build_finetune_data(
-            frames, labels, verified, classes=classes, normalisation=normalisation,
-            extra_unlabelled=extra, val_fraction=val_fraction, context_frames=context,
-            anchor_frames=anchor_frames, should_stop=lambda: control.stop_requested,
-        )
+        request = finetune_request(
+            frames, labels, verified, classes=classes, init=init, output=output,
+            options=options, val_fraction=val_fraction, extra_unlabelled=extra,
+            threads=threads, should_stop=lambda: control.stop_requested)
     except PropagationCancelled:
         return
-    request = FinetuneRequest(
-        data=data, val=val, options=TrainOptions(**options), output=str(output), init=init,
-        threads=threads,
-    )
     process = FinetuneProcess(request)
     control.process = process
     if control.stop_requested:

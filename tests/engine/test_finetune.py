@@ -3,6 +3,7 @@ paused and killed (real spawned processes on tiny frames and a tiny model)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import threading
@@ -27,6 +28,7 @@ from napari_diffseg.engine.finetune import (
     FinetuneRequest,
     build_finetune_data,
     error_event,
+    finetune_request,
     held_out_frames,
     last_path,
     run_finetune,
@@ -223,6 +225,35 @@ def test_a_start_model_with_neighbours_needs_frames_that_carry_them(video, tmp_p
                                         str(tmp_path / "b.pt"), init=init), events.append)
     assert done["val_dice_before"] is not None
     assert load_checkpoint(tmp_path / "b.pt").model_config["context_frames"] == 1
+
+
+def test_the_fine_tune_request_carries_what_the_start_model_needs(video, tmp_path):
+    """finetune_request, what the dock's Fine-tune button and bench_finetune.py run: the start
+    model's noise schedule, normalisation and neighbours go into the request, the anchors
+    are made, the held-out frames are held_out_frames', and the run trains."""
+    cfg = ModelConfig(**{**TINY.to_dict(), "num_classes": 4, "context_frames": 1})
+    norm = {"method": "percentile", "low": 5.0, "high": 95.0}
+    torch.manual_seed(0)
+    init = str(save_checkpoint(tmp_path / "temporal.pt", Checkpoint(
+        cfg.to_dict(), DiffSegNet(cfg).state_dict(), video.classes, norm, {"timesteps": 7})))
+    verified = [0, 2, 4, 6]
+    request = finetune_request(
+        video.frames, video.labels, verified, classes=video.classes, init=init,
+        output=tmp_path / "tuned.pt", val_fraction=0.25,
+        options={**dataclasses.asdict(options(iterations=1, val_every=1)),
+                 "context_frames": 0, "anchor_frames": 2})
+    assert request.options.timesteps == 7 and request.init == init
+    assert request.data.context_frames == 1 and request.data.images[0].shape == (3, SIZE, SIZE)
+    held = held_out_frames(verified, 0.25)
+    expected, _ = build_finetune_data(video.frames, video.labels, verified,
+                                      classes=video.classes, normalisation=norm,
+                                      val_fraction=0.25, context_frames=1)
+    np.testing.assert_array_equal(request.data.images[0], expected.images[0])
+    assert len(request.val.images) == len(held) == 1
+    assert sum(a is not None for a in request.data.unlabelled_anchors) > 0
+    done = run_finetune(request, lambda event: None)
+    assert done["metrics"]["iterations"] == 1
+    assert load_checkpoint(tmp_path / "tuned.pt").model_config["context_frames"] == 1
 
 
 # -- real child processes ------------------------------------------------------------------
