@@ -88,13 +88,11 @@ def segment_dice(model_path: Path, frames: np.ndarray, truth: np.ndarray, verifi
                               timesteps=int(ckpt.schedule.get("timesteps", 10)),
                               options=options, indices=indices,
                               verified=(verified, truth[verified]),
-                              user_labels=(verified, truth[verified])):
+                              user_labels=(verified, truth[verified]), labels=labels):
         if isinstance(item, Calibrated):
             temperature = item.temperature
         elif isinstance(item, VideoCleanup):
             done = item
-        else:
-            labels[item.indices] = item.labels
     seconds = time.perf_counter() - t0
     raw = evaluate_frames(labels[indices], truth[indices], ckpt.classes).to_dict()
     done.apply(labels)
@@ -141,10 +139,9 @@ def finetune_run(frames, labels, verified, iterations: int, output: Path, args) 
                "mode": GUI_MODE, "iterations": iterations,
                "context_frames": FINETUNE_CONTEXT_FRAMES,
                "anchor_frames": FINETUNE_ANCHOR_FRAMES, "device": args.device}
-    request = finetune_request(frames, labels, verified,
-                               classes=dict(load_checkpoint(init, map_location="cpu").classes),
-                               init=init, output=output, options=options,
-                               val_fraction=GUI_VAL_FRACTION, threads=args.threads)
+    request = finetune_request(frames, labels, verified, init=init, output=output,
+                               options=options, val_fraction=GUI_VAL_FRACTION,
+                               threads=args.threads)
     data, val = request.data, request.val
     job = FinetuneProcess(request)
     job.start()

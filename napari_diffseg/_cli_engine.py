@@ -518,13 +518,12 @@ def cmd_segment(args: argparse.Namespace) -> int:
                                    seed=args.seed, batch_size=args.batch_size,
                                    min_component=_min_component(args),
                                    precision=args.precision),
-            static=args.static_filter, wire=args.wire_tracking,
+            static=args.static_filter, wire=args.wire_tracking, labels=labels,
         ):
             if isinstance(item, VideoCleanup):
                 done = item
                 continue
-            labels[item.indices] = item.labels
-            scores[item.indices] = item.frame_scores
+            scores[item.indices] = item.frame_scores  # (the labels are written into `labels`)
             write_float_maps(args.out / "uncertainty", item.uncertainty,
                              frame_names=[names[i] for i in item.indices])
             bar.update(item.done - bar.n)

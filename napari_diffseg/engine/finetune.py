@@ -258,7 +258,7 @@ def finetune_request(
     labels: np.ndarray,
     verified: Iterable[int],
     *,
-    classes: dict[int, str],
+    classes: dict[int, str] | None = None,
     init: str | None,
     output: str | Path,
     options: dict,
@@ -274,7 +274,8 @@ def finetune_request(
     continues its noise schedule (``timesteps``), normalises the frames as it was trained
     and gives them the neighbouring frames it sees (a model never loses them:
     :func:`~napari_diffseg.engine.training.context_frames_for`); `init` None trains a new
-    model. The held-out frames are :func:`held_out_frames` ``(verified, val_fraction)``.
+    model. `classes` None: the start model's. The held-out frames are
+    :func:`held_out_frames` ``(verified, val_fraction)``.
     Raises :class:`~napari_diffseg.engine.propagate.PropagationCancelled` when
     `should_stop` turns true while the anchors are computed, and what
     :func:`build_finetune_data` raises."""
@@ -285,7 +286,11 @@ def finetune_request(
         start = load_checkpoint(init, map_location="cpu")
         normalisation, model_config = start.normalisation, start.model_config
         options["timesteps"] = int(start.schedule.get("timesteps", 10))
+        if classes is None:
+            classes = dict(start.classes)
         del start
+    if classes is None:
+        raise ValueError("a new model needs its classes: pass classes")
     context = context_frames_for(model_config, options.get("context_frames"))
     data, val = build_finetune_data(
         frames, labels, verified, classes=classes, normalisation=normalisation,

@@ -24,16 +24,6 @@ from napari_diffseg.engine.inference import SegmentChunk, SegmentOptions, iter_s
 from napari_diffseg.engine.postprocess import VideoCleanup, clean_video_runs, video_step_applies
 
 
-def _frame_labels(shape, given) -> tuple[list[int], np.ndarray | None]:
-    """(indices, labels (n, H, W)) or None -> (indices, a (T, H, W) array holding them)."""
-    if given is None or not len(given[0]):
-        return [], None
-    indices = [int(i) for i in given[0]]
-    labels = np.zeros(shape, dtype=np.uint8)
-    labels[indices] = np.asarray(given[1], dtype=np.uint8)
-    return indices, labels
-
-
 def segment_video(
     model,
     frames: np.ndarray,
@@ -48,6 +38,7 @@ def segment_video(
     static: bool = True,
     wire: bool = True,
     should_stop: Callable[[], bool] | None = None,
+    labels: np.ndarray | None = None,
 ) -> Iterator[Calibrated | SegmentChunk | VideoCleanup]:
     """Segment `indices` (default all) of `frames` (T, H, W[, 3]) with `model` and yield:
 
@@ -63,34 +54,42 @@ def segment_video(
       their labels) are the frames the user verified or painted: evidence for the step
       (a wire the user drew is the video's wire), never changed.
 
+    `labels`: a (T, H, W) uint8 array the caller keeps the video's labels in; the raw labels
+    of each batch and the `user_labels` are written into it, and the whole-video step reads
+    it, so a long cine is not held twice (default: a new array when the step applies).
+
     `should_stop` is polled between diffusion steps; when it turns true, the segmentation
     raises :class:`~napari_diffseg.engine.inference.Cancelled` and nothing more is yielded
     (a stop after the last batch skips the whole-video step).
     """
     shape = np.shape(frames)[:3]
     stopped = should_stop or (lambda: False)
-    cal, reference = _frame_labels(shape, verified)
-    if reference is not None:
-        cal = calibration_frames(cal)
+    if verified is not None and len(verified[0]):
+        reference = np.zeros(shape, dtype=np.uint8)
+        reference[[int(i) for i in verified[0]]] = verified[1]
+        cal = calibration_frames(verified[0])
         temperature = fit_video_temperature(model, frames, reference, cal,
                                             normalisation=normalisation, timesteps=timesteps,
                                             options=options)
+        del reference
         options = replace(options, temperature=temperature)
         yield Calibrated(float(temperature), cal)
         if stopped():
             return
     todo = list(range(shape[0])) if indices is None else [int(i) for i in indices]
     keep = video_step_applies(classes, static=static, wire=wire)
-    labels = np.zeros(shape, dtype=np.uint8) if keep else None
+    if labels is None and keep:
+        labels = np.zeros(shape, dtype=np.uint8)
     for chunk in iter_segment(model, frames, normalisation=normalisation, timesteps=timesteps,
                               options=options, indices=todo, should_stop=should_stop):
         if labels is not None:
             labels[chunk.indices] = chunk.labels
         yield chunk
-    if labels is None or stopped():
+    if not keep or stopped():
         return
-    trusted, mine = _frame_labels(shape, user_labels)
-    if mine is not None:
-        labels[trusted] = mine[trusted]
+    trusted: list[int] = []
+    if user_labels is not None and len(user_labels[0]):
+        trusted = [int(i) for i in user_labels[0]]
+        labels[trusted] = user_labels[1]
     yield clean_video_runs(frames, labels, todo, classes, trusted=trusted, static=static,
                            wire=wire)

@@ -251,6 +251,12 @@ def test_the_fine_tune_request_carries_what_the_start_model_needs(video, tmp_pat
     np.testing.assert_array_equal(request.data.images[0], expected.images[0])
     assert len(request.val.images) == len(held) == 1
     assert sum(a is not None for a in request.data.unlabelled_anchors) > 0
+    own = finetune_request(video.frames, video.labels, verified, init=init,
+                           output=tmp_path / "other.pt", options={"iterations": 1})
+    assert own.data.classes == {int(k): v for k, v in video.classes.items()}  # the model's
+    with pytest.raises(ValueError, match="classes"):
+        finetune_request(video.frames, video.labels, verified, init=None,
+                         output=tmp_path / "new.pt", options={})
     done = run_finetune(request, lambda event: None)
     assert done["metrics"]["iterations"] == 1
     assert load_checkpoint(tmp_path / "tuned.pt").model_config["context_frames"] == 1

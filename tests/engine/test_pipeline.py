@@ -76,7 +76,10 @@ def test_a_wire_the_user_drew_is_carried_and_the_users_frames_are_never_changed(
     inner = range(1, T - 1)
     plain = _run(indices=inner)
     assert isinstance(plain[-1], VideoCleanup) and plain[-1].changed == {}  # nothing to do
-    items = _run(indices=inner, user_labels=([0, T - 1], np.stack([mine, mine])))
+    kept = np.zeros((T, SIZE, SIZE), np.uint8)  # the caller's labels: written, not copied
+    items = _run(indices=inner, user_labels=([0, T - 1], np.stack([mine, mine])), labels=kept)
+    np.testing.assert_array_equal(kept[list(inner)], _answer()[list(inner)])
+    np.testing.assert_array_equal(kept[[0, T - 1]], np.stack([mine, mine]))
     done = items[-1]
     assert isinstance(done, VideoCleanup)
     assert sorted(done.changed) == list(inner)  # the wire carried under the "contrast"
