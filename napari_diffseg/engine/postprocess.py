@@ -289,31 +289,24 @@ def video_step_applies(classes, *, static: bool = True, wire: bool = True) -> bo
             or (static and vessel_class(classes) is not None))
 
 
-def _gray(frames: np.ndarray) -> np.ndarray:
-    frames = np.asarray(frames)
-    if frames.ndim == 4:  # (T, H, W, C) colour
-        frames = frames.mean(axis=-1)
-    return frames.astype(np.float32)
-
-
 def drop_static_vessel(frames: np.ndarray, labels: np.ndarray, vessel: int, *,
                        trusted=(), fallback: bool = True) -> np.ndarray:
     """Vessel labels over structures the video's contrast-free frames show as dark: background.
 
-    frames (T, H, W) (or (T, H, W, C)) and labels (T, H, W) of consecutive frames of one
-    video; `trusted`: positions of the frames whose labels are the user's (evidence, left
-    unchanged). The reference frames are those with the least vessel (see
-    :data:`STATIC_REFERENCE`); their median (after a Gaussian of 1.5 px) is the video without
-    contrast. In every other frame and in the reference frames themselves, a vessel
-    component is compared with it: its median darkening since the reference, over its
-    median darkness against its surroundings (a grey closing of 25 px, scaled), is near 1
-    for a lumen that filled and near 0 for a lung marking, clip, wire or catheter that was
-    already there. Static components become background, and so do static parts of at least
+    frames (T, H, W) (or (T, H, W, C), or any sequence of T such frames, read one at a time) and
+    labels (T, H, W) of consecutive frames of one video; `trusted`: positions of the frames
+    whose labels are the user's (evidence, left unchanged). The reference frames are those with
+    the least vessel (see :data:`STATIC_REFERENCE`); their median (after a Gaussian of 1.5 px)
+    is the video without contrast. In every other frame and in the reference frames themselves,
+    a vessel component is compared with it: its median darkening since the reference, over its
+    median darkness against its surroundings (a grey closing of 25 px, scaled), is near 1 for a
+    lumen that filled and near 0 for a lung marking, clip, wire or catheter that was already
+    there. Static components become background, and so do static parts of at least
     :data:`STATIC_PART` px (quoted at 512 x 512) of the components kept (a catheter stretch
-    joined to the tree). A video without reference frames (contrast throughout, or one
-    frame) is left as it is. `fallback` False: only frames under :data:`STATIC_REFERENCE`
-    count as reference frames (for labels whose vessel area says less about the contrast,
-    such as pseudo-labels with a vesselness prior's ridges). Returns a new array.
+    joined to the tree). A video without reference frames (contrast throughout, or one frame) is
+    left as it is. `fallback` False: only frames under :data:`STATIC_REFERENCE` count as
+    reference frames (for labels whose vessel area says less about the contrast, such as
+    pseudo-labels with a vesselness prior's ridges). Returns a new array.
     """
     labels = np.asarray(labels)
     out = labels.copy()
@@ -328,22 +321,35 @@ def drop_static_vessel(frames: np.ndarray, labels: np.ndarray, vessel: int, *,
         reference = np.argsort(area, kind="stable")[:STATIC_MIN_REFERENCE]
         if area[reference].max() > STATIC_FALLBACK * area.max():
             return out
-    gray = _gray(frames)
-    if gray.shape != labels.shape:
-        raise ValueError(f"frames {gray.shape} and labels {labels.shape} differ in shape")
+    if len(frames) != n:
+        raise ValueError(f"{len(frames)} frames and {n} label maps differ in number")
     scale = min(labels.shape[1:]) / 512.0
     closing = max(3, int(round(25 * scale)) | 1)
     part = min_component_pixels(STATIC_PART, labels.shape[1:])
-    smooth = np.stack([ndimage.gaussian_filter(f, 1.5 * max(scale, 0.5)) for f in gray])
-    background = np.median(smooth[reference], axis=0)
+    sigma = 1.5 * max(scale, 0.5)
+
+    def smoothed(t: int) -> np.ndarray:
+        # one frame at a time: a 1024 px cine of 120 frames held as float32 twice over (gray
+        # and smoothed) took 1 GB more than segmenting it (docs/benchmarks.md, memory)
+        frame = np.asarray(frames[t])
+        if frame.ndim == 3:  # (H, W, C) colour
+            frame = frame.mean(axis=-1)
+        if frame.shape != labels.shape[1:]:
+            raise ValueError(f"frames {(n, *frame.shape)} and labels {labels.shape} differ "
+                             "in shape")
+        return ndimage.gaussian_filter(frame.astype(np.float32), sigma)
+
+    cached = {int(t): smoothed(int(t)) for t in reference}
+    background = np.median(np.stack(list(cached.values())), axis=0)
     trusted = {int(t) for t in trusted}
     eight = np.ones((3, 3), dtype=bool)
     for t in range(n):
         mask = labels[t] == vessel
         if t in trusted or not mask.any():
             continue
-        dark = ndimage.grey_closing(smooth[t], size=(closing, closing)) - smooth[t]
-        change = background - smooth[t]
+        smooth = cached[t] if t in cached else smoothed(t)
+        dark = ndimage.grey_closing(smooth, size=(closing, closing)) - smooth
+        change = background - smooth
         comp, count = ndimage.label(mask, structure=eight)
         ids = np.arange(1, count + 1)
         ratio = (np.asarray(ndimage.median(change, comp, ids))
@@ -360,6 +366,19 @@ def drop_static_vessel(frames: np.ndarray, labels: np.ndarray, vessel: int, *,
     return out
 
 
+class _Frames:
+    """Frames `run` of `frames`, indexed 0..len(run) - 1, read when asked for."""
+
+    def __init__(self, frames, run) -> None:
+        self.frames, self.run = frames, list(run)
+
+    def __len__(self) -> int:
+        return len(self.run)
+
+    def __getitem__(self, k: int) -> np.ndarray:
+        return np.asarray(self.frames[self.run[k]])
+
+
 def drop_static_vessel_runs(frames: np.ndarray, labels: np.ndarray, indices, vessel: int,
                             trusted=(), fallback: bool = True) -> dict[int, np.ndarray]:
     """:func:`drop_static_vessel` over each run of consecutive frames among `indices` and
@@ -367,8 +386,9 @@ def drop_static_vessel_runs(frames: np.ndarray, labels: np.ndarray, indices, ves
     does: `trusted` frames are evidence and never changed. Returns ``{frame: new labels}``
     for the frames it changed."""
     def clean(run, mine):
-        video = np.stack([np.asarray(frames[i]) for i in run])  # a lazy video reads the run
-        return drop_static_vessel(video, labels[run], vessel, trusted=mine, fallback=fallback)
+        # the run's frames are read one at a time (a lazy video too), never stacked
+        return drop_static_vessel(_Frames(frames, run), labels[run], vessel, trusted=mine,
+                                  fallback=fallback)
 
     return _changed_over_runs(labels, indices, trusted, clean, min_frames=3)
 

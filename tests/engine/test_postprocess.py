@@ -219,6 +219,43 @@ def test_a_video_with_contrast_in_every_frame_is_left_alone():
     assert (drop_static_vessel(frames[:2], labels[:2], 1) == labels[:2]).all()
 
 
+class _OneAtATime:
+    """A video that hands out single frames only (as a lazily read file does) and counts the
+    reads; it cannot be turned into one array."""
+
+    def __init__(self, frames) -> None:
+        self.frames, self.reads = frames, []
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, t):
+        if not isinstance(t, (int, np.integer)):
+            raise TypeError("one frame at a time")
+        self.reads.append(int(t))
+        return self.frames[t]
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole video was asked for at once")
+
+
+def test_the_static_vessel_step_reads_the_video_one_frame_at_a_time():
+    """A long 1024 px cine must not be held as float arrays of the whole video (it was, twice:
+    1 GB more than the segmentation itself); the labels are the same as from an array, in
+    colour too."""
+    frames, labels, *_ = _static_video()
+    video = _OneAtATime(frames)
+    expected = drop_static_vessel(frames, labels, 1)
+    np.testing.assert_array_equal(drop_static_vessel(video, labels, 1), expected)
+    assert sorted(set(video.reads)) == list(range(10))
+    colour = np.repeat(frames[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(drop_static_vessel(colour, labels, 1), expected)
+    runs = drop_static_vessel_runs(_OneAtATime(frames), labels, range(10), 1)
+    assert sorted(runs) == [t for t in range(10) if (expected[t] != labels[t]).any()]
+    with pytest.raises(ValueError, match="differ in shape"):
+        drop_static_vessel(frames[:, :64], labels, 1)
+
+
 def test_static_vessel_runs_leave_the_users_frames_and_report_only_changes():
     frames, labels, strand, lumen = _static_video()
     changed = drop_static_vessel_runs(frames, labels, range(10), 1, trusted=[4])
