@@ -27,6 +27,13 @@ FINETUNE_DEFAULTS = {
 }
 #: the dock's default share of the verified frames held out to pick the best checkpoint
 FINETUNE_VAL_FRACTION = 0.25
+#: after a validated fine-tune the dock keeps (not worse than its start), a last stage of this
+#: share of its iterations, at this share of its learning rate, trains the chosen weights on
+#: every verified frame, the held-out ones included: the user corrected them, and the
+#: validation has done its work (the checkpoint and whether to use the model are chosen).
+#: Measured on 6 generated videos by ``benchmarks/bench_finetune.py`` (docs/benchmarks.md)
+FINETUNE_REFIT_SHARE = 1 / 3
+FINETUNE_REFIT_LR_SCALE = 0.5
 
 
 def worse_than_before(best: float | None, before: float | None) -> bool:

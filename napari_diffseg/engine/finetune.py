@@ -15,13 +15,17 @@ no ``if __name__ == "__main__":`` guard. No Qt or napari import here::
 
 Events are plain picklable, JSON-friendly dicts, in this order:
 
-- ``{"kind": "started", "device": "cpu (2 threads)", "iterations": 500, "output": path}``
+- ``{"kind": "started", "device": "cpu (2 threads)", "iterations": 500, "output": path,
+  "refit_iterations": 0}`` (the last stage's size if the run is kept, see ``refit``);
 - ``{"kind": "validation_before", "val_dice": float}`` when validating a model fine-tuned from
   ``init``: the Dice of the initial weights, by the same routine as the later validations;
 - ``{"kind": "progress", "iteration", "total", "losses": {name: float}, "val_dice": float |
   None, "elapsed_s"}`` after every iteration (``val_dice`` only where validation ran);
 - ``{"kind": "checkpoint", "path", "iteration", "val_dice", "best": bool}`` whenever a file is
   written;
+- ``{"kind": "refit", "iterations", "total", "frames"}`` when the last stage on every verified
+  frame begins (``FinetuneRequest.refit_iterations``): its ``progress`` events carry
+  ``"stage": "refit"`` and count on from the validated stage's iterations to ``total``;
 - ``{"kind": "paused", "iteration"}`` / ``{"kind": "resumed", "iteration"}``;
 - ``{"kind": "log", "level", "message"}`` for warnings logged by the training code;
 - exactly one final ``{"kind": "done", "path", "metrics", "stopped", "best_val_dice",
@@ -29,7 +33,8 @@ Events are plain picklable, JSON-friendly dicts, in this order:
   "detail"}``.
 
 Files: ``request.output`` holds the weights with the best validation Dice when there is a
-validation set, else the last weights; it is always written atomically (a reader never sees a
+validation set (after the last stage on every verified frame, those weights trained on), else
+the last weights; it is always written atomically (a reader never sees a
 half-written file) and holds no training state (optimiser, EMA teacher, prototype memory), so it
 stays small and is a model to use or to fine-tune again (``init=``), not a run to resume.
 With ``checkpoint_every`` the current weights are also saved every N iterations: to ``output``
@@ -66,7 +71,10 @@ from napari_diffseg.engine.checkpoint import (
 )
 from napari_diffseg.engine.defaults import (  # noqa: F401 (re-exported: older imports)
     FINETUNE_DEFAULTS,
+    FINETUNE_REFIT_LR_SCALE,
+    FINETUNE_REFIT_SHARE,
     FINETUNE_VAL_FRACTION,
+    worse_than_before,
 )
 from napari_diffseg.engine.device import device_description, resolve_device
 from napari_diffseg.engine.propagate import anchor_targets
@@ -240,6 +248,11 @@ class FinetuneRequest:
             validation improvements and at the end); see :func:`last_path`.
         notes: JSON-friendly facts about the run added to the metrics of every checkpoint
             written (e.g. the statistics of an adaptation's pseudo-labels).
+        refit_iterations: with ``val``, a last stage of this many iterations (at
+            ``FINETUNE_REFIT_LR_SCALE`` times the learning rate, no validation) that trains the
+            chosen weights on the training frames plus the validation frames, when the run
+            was not stopped and its best validation Dice is not below the start model's
+            (:func:`~napari_diffseg.engine.defaults.worse_than_before`); 0: none.
     """
 
     data: SparseDataset
@@ -251,6 +264,7 @@ class FinetuneRequest:
     threads: int | None = None
     checkpoint_every: int = 0
     notes: dict | None = None
+    refit_iterations: int = 0
 
 
 def finetune_request(
@@ -266,6 +280,7 @@ def finetune_request(
     extra_unlabelled: Iterable[np.ndarray] = (),
     threads: int | None = None,
     should_stop=None,
+    refit_share: float = FINETUNE_REFIT_SHARE,
 ) -> FinetuneRequest:
     """What one press of the dock's Fine-tune button runs, for :class:`FinetuneProcess`.
 
@@ -275,7 +290,9 @@ def finetune_request(
     and gives them the neighbouring frames it sees (a model never loses them:
     :func:`~napari_diffseg.engine.training.context_frames_for`); `init` None trains a new
     model. `classes` None: the start model's. The held-out frames are
-    :func:`held_out_frames` ``(verified, val_fraction)``.
+    :func:`held_out_frames` ``(verified, val_fraction)``; when there are some, the run ends
+    with ``round(refit_share * iterations)`` iterations on every verified frame
+    (``FinetuneRequest.refit_iterations``; 0 for none).
     Raises :class:`~napari_diffseg.engine.propagate.PropagationCancelled` when
     `should_stop` turns true while the anchors are computed, and what
     :func:`build_finetune_data` raises."""
@@ -296,9 +313,11 @@ def finetune_request(
         frames, labels, verified, classes=classes, normalisation=normalisation,
         extra_unlabelled=extra_unlabelled, val_fraction=val_fraction, context_frames=context,
         anchor_frames=anchor_frames, should_stop=should_stop)
-    return FinetuneRequest(data=data, val=val, options=TrainOptions(**options),
+    options = TrainOptions(**options)
+    refit = round(refit_share * options.iterations) if val is not None else 0
+    return FinetuneRequest(data=data, val=val, options=options,
                            output=str(output), init=None if init is None else str(init),
-                           threads=threads)
+                           threads=threads, refit_iterations=max(0, refit))
 
 
 def last_path(output: str | Path) -> Path:
@@ -456,7 +475,8 @@ def run_finetune(
     if request.val is not None and not validating:
         logger.warning("a validation set was given but options.val_every is 0: not validating")
     emit({"kind": "started", "device": device_description(resolve_device(opts.device)),
-          "iterations": opts.iterations, "output": str(request.output)})
+          "iterations": opts.iterations, "output": str(request.output),
+          "refit_iterations": int(request.refit_iterations) if validating else 0})
     before = None
     if validating and init is not None:
         model = build_model(init, resolve_device(opts.device))
@@ -465,10 +485,10 @@ def run_finetune(
         del model
         emit({"kind": "validation_before", "val_dice": before})
     saver = _Saver(request, validating, emit)
-    last = {"iteration": 0}
+    last = {"iteration": 0, "elapsed_s": 0.0}
 
     def callback(p: TrainProgress) -> None:
-        last["iteration"] = p.iteration
+        last["iteration"], last["elapsed_s"] = p.iteration, p.elapsed_s
         saver.progress(p)
         emit({"kind": "progress", "iteration": p.iteration, "total": p.total,
               "losses": dict(p.losses), "val_dice": p.val_dice, "elapsed_s": p.elapsed_s})
@@ -488,11 +508,62 @@ def run_finetune(
                    should_stop=gate, checkpoint_every=math.gcd(*every) if every else 0,
                    on_checkpoint=saver.periodic)
     metrics = saver.finish(result.checkpoint)
+    stopped = bool(result.stopped_early)
+    if (request.refit_iterations > 0 and validating and not stopped
+            and saver.best_ckpt is not None and not worse_than_before(saver.best, before)):
+        refit, stopped = _refit(request, saver, emit, gate, last["iteration"],
+                                last["elapsed_s"])
+        metrics["refit_iterations"] = refit
     done = {"kind": "done", "path": str(request.output), "metrics": metrics,
-            "stopped": bool(result.stopped_early), "best_val_dice": saver.best,
+            "stopped": stopped, "best_val_dice": saver.best,
             "best_iteration": saver.best_iteration, "val_dice_before": before}
     emit(done)
     return done
+
+
+def refit_stage(request: FinetuneRequest) -> tuple[SparseDataset, TrainOptions]:
+    """The last stage's training set (the training frames plus the validation frames; the
+    unlabelled frames and their anchors as they are) and options (``refit_iterations``
+    iterations at ``FINETUNE_REFIT_LR_SCALE`` times the rate, no validation)."""
+    if request.val is None:
+        raise ValueError("the last stage adds the validation frames: the request has none")
+    data = dataclasses.replace(request.data,
+                               images=[*request.data.images, *request.val.images],
+                               labels=[*request.data.labels, *request.val.labels])
+    opts = request.options
+    return data, dataclasses.replace(opts, iterations=int(request.refit_iterations),
+                                     lr=opts.lr * FINETUNE_REFIT_LR_SCALE, val_every=0)
+
+
+def _refit(request: FinetuneRequest, saver: _Saver, emit: Callable[[dict], None],
+           should_stop: Callable[[], bool], offset: int, elapsed: float) -> tuple[int, bool]:
+    """The last stage (``FinetuneRequest.refit_iterations``): the chosen weights trained on the
+    training and the validation frames, written to the output over them.
+    -> (iterations it ran, stopped); a stopped stage writes nothing: the validated weights
+    stay."""
+    data, stage = refit_stage(request)
+    n = stage.iterations
+    total = offset + n
+    emit({"kind": "refit", "iterations": n, "total": total,
+          "frames": len(request.val.images)})
+
+    def callback(p: TrainProgress) -> None:
+        emit({"kind": "progress", "stage": "refit", "iteration": offset + p.iteration,
+              "total": total, "losses": dict(p.losses), "val_dice": None,
+              "elapsed_s": elapsed + p.elapsed_s})
+
+    result = train(data, stage, init=saver.best_ckpt, callback=callback,
+                   should_stop=should_stop)
+    if result.stopped_early:
+        logger.warning("the last stage on every verified frame was stopped: the model is "
+                       "the validated checkpoint")
+        return 0, True
+    best = saver.best_ckpt
+    final = dataclasses.replace(result.checkpoint, metrics={
+        **best.metrics, "best_iteration": saver.best_iteration, "best_val_dice": saver.best,
+        "refit_iterations": n, "refit_frames": len(request.val.images)})
+    saver._write(saver.output, final, total, best=False)
+    return n, False
 
 
 # -- the child process ---------------------------------------------------------------------

@@ -47,7 +47,9 @@ class ModelRecord:
     verified: the verified frames at the start (ground truth); held_out: those of them used
     only to measure the validation Dice; options: the training options; val_dice: best
     validation Dice reached (None without validation); val_dice_before: the parent's Dice on
-    the same frames; iterations: iterations run; stopped: the user stopped it early;
+    the same frames; iterations: iterations run; refit_iterations: iterations of the last
+    stage that then trained the chosen weights on every verified frame, the held-out ones
+    included (0: none); stopped: the user stopped it early;
     created: seconds since the epoch.
     """
 
@@ -60,6 +62,7 @@ class ModelRecord:
     val_dice: float | None = None
     val_dice_before: float | None = None
     iterations: int | None = None
+    refit_iterations: int = 0
     stopped: bool = False
     created: float = 0.0
     video: str = ""

@@ -767,7 +767,8 @@ class DiffSegWidget(QWidget):
             np.array(session.labels_layer.data, dtype=np.uint8), list(session.state.verified),
             classes=dict(session.state.classes), init=init, output=output, options=options,
             val_fraction=self.finetune.val_fraction.value(),
-            extra_videos=self.finetune.extra_videos(), control=control, _start_thread=False,
+            extra_videos=self.finetune.extra_videos(), control=control,
+            refit=self.finetune.refit.isChecked(), _start_thread=False,
             _connect={"yielded": self._on_finetune_event, "errored": self._on_finetune_error,
                       "finished": self._on_finetune_finished},
         )

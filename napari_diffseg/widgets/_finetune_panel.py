@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from qtpy.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -80,6 +81,13 @@ class FinetunePanel(QWidget):
         self.val_frames.setToolTip("verified frames held out of training to measure the "
                                    "validation Dice")
         form.addRow("Held out", self.val_frames)
+        self.refit = QCheckBox("then train on them too")
+        self.refit.setChecked(True)
+        self.refit.setToolTip(
+            "after the validation has chosen the checkpoint (and the run is kept, not worse "
+            "than the model it started from), train it a third as many iterations more, at "
+            "half the learning rate, on every verified frame, the held-out ones included")
+        form.addRow("", self.refit)
         self.output = QLineEdit()
         self.output.setToolTip("the new checkpoint is written here")
         browse = QPushButton("…")
@@ -151,7 +159,7 @@ class FinetunePanel(QWidget):
         self.adapt_button.setEnabled(not running)
         self.pause_button.setEnabled(running)
         self.stop_button.setEnabled(running)
-        for w in (self.mode, self.iterations, self.val_fraction, self.output,
+        for w in (self.mode, self.iterations, self.val_fraction, self.refit, self.output,
                   self.context_frames, self.anchor_frames):
             w.setEnabled(not running)
         if not running:
@@ -178,15 +186,27 @@ class FinetunePanel(QWidget):
             self.show_stage(0, event["iterations"], "iterations")
         elif kind == "validation_frames":
             frames = event["frames"]
-            self.val_frames.setText(
-                f"frame{'s' if len(frames) > 1 else ''} {', '.join(map(str, frames))} "
-                "(validation only, not trained on)" if frames
-                else "none: every verified frame is trained on (no validation Dice)")
+            if not frames:
+                text = "none: every verified frame is trained on (no validation Dice)"
+            else:
+                text = (f"frame{'s' if len(frames) > 1 else ''} "
+                        f"{', '.join(map(str, frames))} "
+                        + ("(validation, then trained on at the end if the run is kept)"
+                           if self.refit.isChecked() else "(validation only, not trained on)"))
+            self.val_frames.setText(text)
         elif kind == "validation_before":
             self.plot.set_before(event["val_dice"])
             self.status.setText(f"validation Dice before training {event['val_dice']:.3f}; "
                                 "training…")
+        elif kind == "refit":
+            self.show_stage(event["total"] - event["iterations"], event["total"], "iterations")
+            self.plot.set_total(event["total"])
+            self.status.setText(
+                f"validated; now {event['iterations']} iterations on every verified frame, "
+                f"the {event['frames']} held out included…")
         elif kind == "progress":
+            if event.get("total") and event["total"] != self.progress.maximum():
+                self.progress.setMaximum(int(event["total"]))
             self.progress.setValue(int(event["iteration"]))
             self.plot.add(int(event["iteration"]), event["losses"].get("total"),
                           event.get("val_dice"))

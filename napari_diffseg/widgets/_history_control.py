@@ -188,6 +188,7 @@ class ModelHistoryController:
         record.val_dice = event.get("best_val_dice")
         record.val_dice_before = event.get("val_dice_before")
         record.iterations = metrics.get("iterations")
+        record.refit_iterations = int(metrics.get("refit_iterations") or 0)
         record.stopped = bool(event.get("stopped"))
         path = Path(event["path"])
         try:

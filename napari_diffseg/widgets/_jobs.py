@@ -200,11 +200,14 @@ def finetune_job(
     extra_videos: list[str] = (),
     control: FinetuneControl,
     threads: int | None = None,
+    refit: bool = True,
 ):
     """Build the training set (verified frames labelled, every other frame and the extra
     videos unlabelled), run the training in a child process and yield its events (dicts:
     validation_frames (the held-out verified frames) / started / validation_before / progress
-    / checkpoint / done / error)."""
+    / checkpoint / refit / done / error). `refit`: the run ends with the last stage on every
+    verified frame (engine.finetune.finetune_request's ``refit_share``)."""
+    from napari_diffseg.engine.defaults import FINETUNE_REFIT_SHARE
     from napari_diffseg.engine.finetune import (
         FinetuneProcess,
         finetune_request,
@@ -229,7 +232,8 @@ def finetune_job(
         request = finetune_request(
             frames, labels, verified, classes=classes, init=init, output=output,
             options=options, val_fraction=val_fraction, extra_unlabelled=extra,
-            threads=threads, should_stop=lambda: control.stop_requested)
+            threads=threads, should_stop=lambda: control.stop_requested,
+            refit_share=FINETUNE_REFIT_SHARE if refit else 0.0)
     except PropagationCancelled:
         return
     process = FinetuneProcess(request)

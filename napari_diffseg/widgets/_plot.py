@@ -36,6 +36,11 @@ class CurvePlot(QWidget):
         self.total = max(int(total), 1)
         self.update()
 
+    def set_total(self, total: int) -> None:
+        """Widen the iteration axis (a run that goes on with a last stage)."""
+        self.total = max(int(total), 1)
+        self.update()
+
     def add(self, iteration: int, loss: float | None, dice: float | None = None) -> None:
         if loss is not None and math.isfinite(loss) and loss > 0:
             self.loss.append((iteration, loss))

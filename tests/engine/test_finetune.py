@@ -387,3 +387,99 @@ def test_the_guard_refuses_only_a_run_that_validates_below_its_start():
     assert not worse_than_before(0.80, 0.75)
     assert not worse_than_before(None, 0.75)  # nothing held out: nothing to compare
     assert not worse_than_before(0.70, None)
+
+
+# -- the last stage on every verified frame --------------------------------------------------
+def _spy_train(monkeypatch) -> list[dict]:
+    """Record what each call of engine.finetune's train() trains on (and run it)."""
+    from napari_diffseg.engine import finetune as module
+
+    calls: list[dict] = []
+    real = module.train
+
+    def spy(data, options, **kw):
+        calls.append({"images": [np.array(x) for x in data.images], "options": options,
+                      "init": kw.get("init")})
+        return real(data, options, **kw)
+
+    monkeypatch.setattr(module, "train", spy)
+    return calls
+
+
+def test_a_kept_run_ends_trained_on_every_verified_frame(video, tmp_path, monkeypatch):
+    """Validation chooses the checkpoint; then those weights train on the held-out frames
+    too, at a lower rate, and that is the model written. The progress counts on."""
+    calls = _spy_train(monkeypatch)
+    train, val = build_finetune_data(video.frames, video.labels, [0, 2, 4, 6],
+                                     classes=video.classes, val_fraction=0.25)
+    out = tmp_path / "tuned.pt"
+    events: list[dict] = []
+    request = FinetuneRequest(train, val, options(iterations=4, val_every=2, lr=1e-3),
+                              str(out), model_config=TINY.to_dict(), refit_iterations=3)
+    done = run_finetune(request, events.append)
+    assert not done["stopped"] and done["metrics"]["refit_iterations"] == 3
+    refit = next(e for e in events if e["kind"] == "refit")
+    assert refit == {"kind": "refit", "iterations": 3, "total": 7, "frames": 1}
+    stage = [e for e in events if e.get("stage") == "refit"]
+    assert [e["iteration"] for e in stage] == [5, 6, 7] and all(e["total"] == 7 for e in stage)
+    assert events.index(refit) < events.index(stage[0])
+    assert len(calls) == 2
+    first, last = calls
+    assert len(first["images"]) == 3 and len(last["images"]) == 4  # the held-out frame joins
+    assert any(np.array_equal(x, val.images[0]) for x in last["images"])
+    assert not any(np.array_equal(x, val.images[0]) for x in first["images"])
+    assert last["options"].lr == pytest.approx(0.5e-3) and last["options"].val_every == 0
+    assert last["options"].iterations == 3
+    best_weights = weights(last["init"])  # the validated checkpoint is where it starts
+    saved = load_checkpoint(out)
+    assert saved.metrics["refit_iterations"] == 3 and saved.metrics["refit_frames"] == 1
+    assert saved.metrics["best_iteration"] == done["best_iteration"]
+    assert saved.metrics["best_val_dice"] == pytest.approx(done["best_val_dice"])
+    assert not torch.equal(weights(saved), best_weights)
+
+
+def test_no_last_stage_for_a_run_worse_than_its_start_or_stopped(video, init_path, tmp_path,
+                                                                 monkeypatch):
+    """A run the dock will not use keeps its validated weights as they are, and so does a
+    run the user stops in the last stage."""
+    from napari_diffseg.engine import finetune as module
+
+    train, val = build_finetune_data(video.frames, video.labels, [0, 2, 4, 6],
+                                     classes=video.classes, val_fraction=0.25)
+    # the start model scored above anything the run can reach: worse than before
+    monkeypatch.setattr(module, "validation_dice", lambda *a, **k: 2.0)
+    calls = _spy_train(monkeypatch)
+    events: list[dict] = []
+    request = FinetuneRequest(train, val, options(iterations=2, val_every=2),
+                              str(tmp_path / "worse.pt"), init=init_path, refit_iterations=3)
+    done = run_finetune(request, events.append)
+    assert done["val_dice_before"] == 2.0 and len(calls) == 1
+    assert "refit" not in [e["kind"] for e in events]
+    assert "refit_iterations" not in load_checkpoint(tmp_path / "worse.pt").metrics
+    monkeypatch.undo()
+
+    calls = _spy_train(monkeypatch)
+    events.clear()
+    out = tmp_path / "stopped.pt"
+    request = FinetuneRequest(train, val, options(iterations=2, val_every=2), str(out),
+                              model_config=TINY.to_dict(), refit_iterations=50)
+    done = run_finetune(request, events.append,
+                        should_stop=lambda: any(e.get("stage") == "refit" for e in events))
+    assert len(calls) == 2 and done["stopped"] is True
+    assert [e["iteration"] for e in events if e.get("stage") == "refit"] == [3]
+    saved = load_checkpoint(out)
+    assert "refit_iterations" not in saved.metrics  # the validated weights, as written
+    assert saved.metrics["best_iteration"] == 2 == done["best_iteration"]
+    assert torch.equal(weights(saved), weights(calls[1]["init"]))
+
+
+def test_the_request_sizes_the_last_stage_from_the_iterations(video, tmp_path):
+    kw = {"classes": video.classes, "init": None, "output": tmp_path / "t.pt"}
+    opts = dataclasses.asdict(options(iterations=30, val_every=10))
+    assert finetune_request(video.frames, video.labels, [0, 2, 4, 6], options=opts,
+                            val_fraction=0.25, **kw).refit_iterations == 10
+    assert finetune_request(video.frames, video.labels, [0, 2, 4, 6], options=opts,
+                            val_fraction=0.25, refit_share=0.0, **kw).refit_iterations == 0
+    # nothing held out: nothing to add
+    assert finetune_request(video.frames, video.labels, [0, 2, 4, 6], options=opts,
+                            val_fraction=0.0, **kw).refit_iterations == 0

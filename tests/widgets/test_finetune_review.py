@@ -3,6 +3,7 @@ shows the re-segmentation it starts (progress and Cancel) where the user is (iss
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from conftest import labels_of
@@ -14,9 +15,10 @@ import napari_diffseg.widgets._dock as dock_module
 from napari_diffseg.engine.finetune import held_out_frames
 
 
-def _fine_tune(make_napari_viewer, qtbot, video_file, tiny_checkpoint):
+def _fine_tune(make_napari_viewer, qtbot, video_file, tiny_checkpoint, refit=False):
     """Segment the video, verify frames 0, 3 and 6 with their true labels and fine-tune 4
-    iterations with a third of them held out; (dock, Fine-tune panel, the run's events)."""
+    iterations with a third of them held out (`refit`: then, if kept, on all of them);
+    (dock, Fine-tune panel, the run's events)."""
     path, _, truth = video_file
     viewer = make_napari_viewer()
     dock = _dock(viewer, path, tiny_checkpoint)
@@ -30,6 +32,7 @@ def _fine_tune(make_napari_viewer, qtbot, video_file, tiny_checkpoint):
     dock.tabs.setCurrentWidget(panel)
     panel.iterations.setValue(4)
     panel.val_fraction.setValue(0.34)
+    panel.refit.setChecked(refit)
     qtbot.mouseClick(panel.start_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: dock.finetune_worker is None, timeout=TRAIN_WAIT_MS)
     events = dock._control.events
@@ -107,3 +110,28 @@ def test_a_worse_model_is_listed_but_not_used(make_napari_viewer, qtbot, video_f
     assert dock.last_checkpoint != done["path"]
     assert not panel.resegment_button.isEnabled()
     assert Path(done["path"]).is_file()
+
+
+def test_the_held_out_frames_are_trained_on_at_the_end_of_a_kept_run(
+        make_napari_viewer, qtbot, video_file, tiny_checkpoint):
+    """With *then train on them too* ticked the run is asked for a last stage (a third of 4
+    iterations: 1); whether it runs is the engine's call (not below the start model), and the
+    tab, the progress and the model's record follow what happened."""
+    dock, panel, events = _fine_tune(make_napari_viewer, qtbot, video_file, tiny_checkpoint,
+                                     refit=True)
+    started = next(e for e in events if e["kind"] == "started")
+    assert started["refit_iterations"] == 1
+    (held,) = held_out_frames([0, 3, 6], 0.34)
+    assert f"frame {held} " in panel.val_frames.text()
+    assert "trained on at the end" in panel.val_frames.text()
+    done = next(e for e in events if e["kind"] == "done")
+    ran = [e for e in events if e["kind"] == "refit"]
+    if ran:  # kept: 4 + 1 iterations, the last on all three verified frames
+        assert ran[0] == {"kind": "refit", "iterations": 1, "total": 5, "frames": 1}
+        assert panel.progress.maximum() == 5 and panel.progress.value() == 5
+        assert done["metrics"]["refit_iterations"] == 1
+    else:  # validated below the start: the validated weights stay
+        assert "refit_iterations" not in done["metrics"]
+        assert panel.progress.maximum() == 4
+    record = json.loads(Path(done["path"]).with_suffix(".json").read_text())
+    assert record["refit_iterations"] == (1 if ran else 0)
