@@ -191,7 +191,7 @@ class FinetunePanel(QWidget):
             else:
                 text = (f"frame{'s' if len(frames) > 1 else ''} "
                         f"{', '.join(map(str, frames))} "
-                        + ("(validation, then trained on at the end if the run is kept)"
+                        + ("(validation, then trained on if kept)"
                            if self.refit.isChecked() else "(validation only, not trained on)"))
             self.val_frames.setText(text)
         elif kind == "validation_before":

@@ -123,7 +123,7 @@ def test_the_held_out_frames_are_trained_on_at_the_end_of_a_kept_run(
     assert started["refit_iterations"] == 1
     (held,) = held_out_frames([0, 3, 6], 0.34)
     assert f"frame {held} " in panel.val_frames.text()
-    assert "trained on at the end" in panel.val_frames.text()
+    assert "then trained on if kept" in panel.val_frames.text()
     done = next(e for e in events if e["kind"] == "done")
     ran = [e for e in events if e["kind"] == "refit"]
     if ran:  # kept: 4 + 1 iterations, the last on all three verified frames
