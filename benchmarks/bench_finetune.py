@@ -52,7 +52,6 @@ from napari_diffseg.engine.defaults import (
 )
 from napari_diffseg.engine.finetune import (
     FINETUNE_DEFAULTS,
-    FINETUNE_REFIT_SHARE,
     FINETUNE_VAL_FRACTION,
     FinetuneProcess,
     finetune_request,
@@ -135,11 +134,11 @@ class PeakRss:
 
 
 def finetune_run(frames, labels, verified, iterations: int, output: Path, args,
-                 refit_share: float = FINETUNE_REFIT_SHARE, request=None) -> dict:
+                 refit: bool = True, request=None) -> dict:
     """One Fine-tune button press (widgets/_jobs.finetune_job, without the Qt worker); with
-    `refit_share` 0 the run ends at the validated checkpoint. `request`: run this one
-    instead (the last stage on its own, --compare-refit). ``_request`` in the result: the
-    request run (not JSON)."""
+    `refit` False the run ends at the validated checkpoint. `request`: run this one instead
+    (the last stage on its own, --compare-refit). ``_request`` in the result: the button's
+    request, its last stage included (not JSON)."""
     t0 = time.perf_counter()
     init = str(args.model or default_model_path())
     options = {**FINETUNE_DEFAULTS, **({"lr": args.lr} if args.lr else {}),
@@ -149,9 +148,10 @@ def finetune_run(frames, labels, verified, iterations: int, output: Path, args,
     if request is None:
         request = finetune_request(frames, labels, verified, init=init, output=output,
                                    options=options, val_fraction=GUI_VAL_FRACTION,
-                                   threads=args.threads, refit_share=refit_share)
+                                   threads=args.threads)
     data, val = request.data, request.val
-    job = FinetuneProcess(request)
+    job = FinetuneProcess(request if refit else dataclasses.replace(request,
+                                                                    refit_iterations=0))
     job.start()
     child = [p for p in mp.active_children() if p.name == "napari-diffseg-finetune"]
     rss = PeakRss(child[0].pid)
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
             path = Path(tmp) / f"tuned_{k}x.pt"
             name = "default (GUI)" if k == 1 else f"{k}× iterations"
             r = finetune_run(seq.frames, labels, verified, k * args.iterations, path, args,
-                             refit_share=0.0 if args.compare_refit else FINETUNE_REFIT_SHARE)
+                             refit=not args.compare_refit)
             request = r.pop("_request")
             r |= segment_dice(path, seq.frames, seq.labels, verified, unverified, args.device)
             r["multiple"], r["name"] = k, name
@@ -295,9 +295,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {r['wall_s']:.0f} s, mean Dice {r['mean_dice']:.3f}", file=sys.stderr)
             if args.compare_refit and request.val is not None and r["kept"]:
                 r["name"] = f"{name}, validated checkpoint only"
-                stage_data, stage_opts = refit_stage(dataclasses.replace(
-                    request, refit_iterations=round(FINETUNE_REFIT_SHARE
-                                                    * request.options.iterations)))
+                stage_data, stage_opts = refit_stage(request)
                 final = Path(tmp) / f"tuned_{k}x_all.pt"
                 stage = dataclasses.replace(request, data=stage_data, val=None,
                                             options=stage_opts, init=str(path),

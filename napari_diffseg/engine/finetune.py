@@ -418,6 +418,14 @@ class _Saver:
         return {**metrics, **self.notes, "best_val_dice": self.best,
                 "best_iteration": self.best_iteration}
 
+    def refitted(self, ckpt: Checkpoint, iterations: int, frames: int, at: int) -> None:
+        """Write the weights of the last stage on every verified frame over the validated
+        ones, with the validation's record and the stage's size."""
+        self._write(self.output, dataclasses.replace(ckpt, metrics={
+            **self.best_ckpt.metrics, "best_iteration": self.best_iteration,
+            "best_val_dice": self.best, "refit_iterations": iterations,
+            "refit_frames": frames}), at, best=False)
+
 
 def run_finetune(
     request: FinetuneRequest,
@@ -558,11 +566,7 @@ def _refit(request: FinetuneRequest, saver: _Saver, emit: Callable[[dict], None]
         logger.warning("the last stage on every verified frame was stopped: the model is "
                        "the validated checkpoint")
         return 0, True
-    best = saver.best_ckpt
-    final = dataclasses.replace(result.checkpoint, metrics={
-        **best.metrics, "best_iteration": saver.best_iteration, "best_val_dice": saver.best,
-        "refit_iterations": n, "refit_frames": len(request.val.images)})
-    saver._write(saver.output, final, total, best=False)
+    saver.refitted(result.checkpoint, n, len(request.val.images), total)
     return n, False
 
 
