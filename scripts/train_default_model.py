@@ -188,6 +188,18 @@ CPU_REFINE = (
     replace(CPU, iterations=3000, batch_size=2, crop_size=384, lr=3e-5, data_seed=120_000,
             context_frames=1, sizes=(384, 512, 640, 768), global_context=True,
             thorax_detail=True, clinical_catheters=True),
+    # phase 13, measured and NOT adopted (--refine 12, from phase 12; 2026-12-08, fp32 CPU,
+    # 46 min): what is left of the HD95 is the vessel's whole frames where the contrast cycle
+    # decides (the faint tree of the last wash-out frames missed, the first frames of the
+    # bolus): phase 12's crops, rate and generator, with the frames of some vessel under half
+    # the sequence's peak area shown twice (phase 5 showed them three times from phase 4 and
+    # lost the guidewire, before the wire tracking existed). Held out, TTA 0.819 / 21.7 px
+    # against phase 12's 0.819 / 23.4 (one wash-out frame fewer missed), 4 x 4 0.814 / 24.0
+    # against 0.812 / 23.5; pooled over 20 videos 0.821 / 29.0 px against 0.826 / 27.5
+    # (benchmarks/results/phase13_figures.json, pooled_phase13.json)
+    replace(CPU, iterations=3000, batch_size=2, crop_size=384, lr=3e-5, data_seed=130_000,
+            context_frames=1, sizes=(384, 512, 640, 768), global_context=True,
+            thorax_detail=True, clinical_catheters=True, transition_repeat=1),
 )
 GPU_REFINE = (
     replace(GPU, iterations=10000, batch_size=8, crop_size=256, lr=1e-4, data_seed=10_000),
