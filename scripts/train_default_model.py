@@ -439,10 +439,15 @@ def main() -> None:
         detail_width=budget.detail_width, context_frames=budget.context_frames,
         global_context=budget.global_context)
 
+    recent: list[float] = []  # the last 100 iterations' losses: one batch's swings 0.08-0.45
+
     def report(p):
+        recent.append(float(p.losses["total"]))
+        del recent[:-100]
         if p.iteration % 100 == 0:
-            logger.info("iteration %d/%d loss %.4f (%.0f s)", p.iteration, p.total,
-                        p.losses["total"], p.elapsed_s)
+            logger.info("iteration %d/%d loss %.4f, mean of the last %d %.4f (%.0f s)",
+                        p.iteration, p.total, p.losses["total"], len(recent),
+                        float(np.mean(recent)), p.elapsed_s)
 
     t0 = time.perf_counter()
 
@@ -487,6 +492,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "parameters": sum(p.numel() for p in result.model.parameters()),
         "final_loss": ckpt.metrics.get("final_loss"),
+        "final_loss_mean100": float(np.mean(recent)) if recent else None,
         "phase": f"refine {args.refine}" if args.refine else "first",
         "init": str(args.init) if args.init else None,
         "earlier_phases": earlier_phases,
