@@ -33,8 +33,7 @@ class CurvePlot(QWidget):
 
     def clear(self, total: int = 1) -> None:
         self.loss, self.dice, self.before = [], [], None
-        self.total = max(int(total), 1)
-        self.update()
+        self.set_total(total)
 
     def set_total(self, total: int) -> None:
         """Widen the iteration axis (a run that goes on with a last stage)."""
