@@ -48,7 +48,7 @@ from napari_diffseg.engine.augment import (
 )
 from napari_diffseg.engine.checkpoint import Checkpoint, build_model
 from napari_diffseg.engine.defaults import DEFAULT_MIN_COMPONENT
-from napari_diffseg.engine.inference import SegmentOptions, predict_normalised
+from napari_diffseg.engine.inference import SegmentOptions, class_argmax, predict_normalised
 from napari_diffseg.engine.metrics import dice_iou
 from napari_diffseg.engine.postprocess import remove_specks
 from napari_diffseg.model import (
@@ -488,7 +488,7 @@ class Trainer:
         rampup = int(self.options.rampup_fraction * self.options.iterations)
         weight = pseudo_label_weight(mean, self.options,
                                      self.iteration / rampup if rampup > 0 else 1.0)
-        pseudo = mean.argmax(dim=1)
+        pseudo = class_argmax(mean)
         return distributed.gather_rows(pseudo), distributed.gather_rows(weight)
 
     def _anchor(self, plan, pseudo: torch.Tensor, weight: torch.Tensor):

@@ -10,6 +10,7 @@ from engine_testdata import TINY
 from napari_diffseg.engine.inference import (
     Cancelled,
     SegmentOptions,
+    class_argmax,
     segment,
     uncertainty_from_samples,
 )
@@ -277,3 +278,15 @@ def test_temperature_flattens_the_probabilities(model):
         SegmentOptions(temperature=0)
     with pytest.raises(ValueError, match="frame_score"):
         SegmentOptions(frame_score="nope")
+
+
+def test_class_argmax_is_argmax_over_the_classes_first_on_ties():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.rand((3, 5, 37, 41), generator=g).softmax(dim=1)
+    torch.testing.assert_close(class_argmax(probs), probs.argmax(dim=1))
+    tied = torch.zeros((1, 4, 6, 6))
+    tied[:, 1:3] = 0.5  # classes 1 and 2 equal everywhere: the first wins, as argmax says
+    tied[:, 3, 0, 0] = 0.9
+    expected = torch.ones((1, 6, 6), dtype=torch.long)
+    expected[0, 0, 0] = 3
+    torch.testing.assert_close(class_argmax(tied), expected)
