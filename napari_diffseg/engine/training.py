@@ -58,6 +58,7 @@ from napari_diffseg.model import (
     NoiseSchedule,
     add_global_context,
     expand_context,
+    keep_label_blocks,
 )
 from napari_diffseg.model.losses import (
     PrototypeMemory,
@@ -138,6 +139,10 @@ class TrainOptions:
     # model without one (starting at zero, so the model starts as it was); None/False keeps
     # the model's own (a model never loses it), and a new model gets it only with True
     global_context: bool | None = None
+    # the denoiser's residual blocks: fewer than an initial model's keeps its first ones (a
+    # lighter denoiser, model.keep_label_blocks, fine-tuned to recover); a new model gets
+    # this many; None keeps the model's own (or ModelConfig's for a new one)
+    label_blocks: int | None = None
     # anchors (SparseDataset.unlabelled_anchors, labels warped from verified frames): where
     # their confidence is at least this they replace the teacher's pseudo-labels
     anchor_confidence: float = 0.5
@@ -154,6 +159,8 @@ class TrainOptions:
                              f"{self.pseudo_weighting!r}")
         if self.context_frames is not None and not 0 <= self.context_frames <= 4:
             raise ValueError(f"context_frames must be in 0..4, got {self.context_frames}")
+        if self.label_blocks is not None and self.label_blocks < 1:
+            raise ValueError(f"label_blocks must be at least 1, got {self.label_blocks}")
         if not 0.0 <= self.crop_margin <= 1.0:
             raise ValueError(f"crop_margin must be in [0, 1], got {self.crop_margin}")
         for name in ("shortcut_dropout", "condition_dropout", "high_t_fraction", "label_noise",
@@ -343,6 +350,12 @@ class Trainer:
                 self.model = expand_context(self.model, wanted)
             if options.global_context:
                 self.model = add_global_context(self.model)
+            if options.label_blocks is not None:
+                if options.label_blocks > self.model.config.label_blocks:
+                    raise ValueError(
+                        f"the initial model's denoiser has {self.model.config.label_blocks} "
+                        f"blocks; fine-tuning can keep fewer, not add {options.label_blocks}")
+                self.model = keep_label_blocks(self.model, options.label_blocks)
             if data.num_classes > self.model.config.num_classes:
                 raise ValueError(
                     f"the data has {data.num_classes} classes but the initial model predicts "
@@ -355,6 +368,8 @@ class Trainer:
                 changes["context_frames"] = options.context_frames
             if options.global_context is not None:
                 changes["global_context"] = options.global_context
+            if options.label_blocks is not None:
+                changes["label_blocks"] = options.label_blocks
             cfg = ModelConfig(**{**asdict(cfg), **changes})
             self.model = DiffSegNet(cfg).to(self.device)
             # every output class gets a name (a checkpoint names exactly its outputs)

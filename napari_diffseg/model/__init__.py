@@ -4,7 +4,13 @@ The network knows nothing of the schedule, and the schedule nothing of the netwo
 sampler loop in :mod:`napari_diffseg.model.sampling` combines them in a few lines.
 """
 
-from .network import DiffSegNet, ModelConfig, add_global_context, expand_context
+from .network import (
+    DiffSegNet,
+    ModelConfig,
+    add_global_context,
+    expand_context,
+    keep_label_blocks,
+)
 from .sampling import sample_probabilities
 from .schedule import DDIMSampler, NoiseSchedule
 
@@ -15,5 +21,6 @@ __all__ = [
     "NoiseSchedule",
     "add_global_context",
     "expand_context",
+    "keep_label_blocks",
     "sample_probabilities",
 ]

@@ -319,6 +319,25 @@ def add_global_context(model: DiffSegNet) -> DiffSegNet:
     return new.to(next(model.parameters()).device)
 
 
+def keep_label_blocks(model: DiffSegNet, blocks: int) -> DiffSegNet:
+    """A copy of `model` whose denoiser keeps only its first `blocks` residual blocks: a
+    lighter, faster denoiser (each block is two of the convolutions every DDIM step of every
+    sample runs) that starts from the trained weights and is fine-tuned to make up for the
+    blocks it lost. The blocks are residual, so the copy already answers close to `model`.
+    `model` itself if it has `blocks` blocks; the first blocks keep their dilations (1, 2,
+    4, ... cycled by position), so only trailing blocks can go."""
+    old = model.config
+    if blocks < 1 or blocks > old.label_blocks:
+        raise ValueError(f"the denoiser has {old.label_blocks} blocks; cannot keep {blocks}")
+    if blocks == old.label_blocks:
+        return model
+    new = DiffSegNet(ModelConfig(**{**old.to_dict(), "label_blocks": blocks}))
+    dropped = tuple(f"denoiser.blocks.{i}." for i in range(blocks, old.label_blocks))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(dropped)}
+    new.load_state_dict(state)
+    return new.to(next(model.parameters()).device)
+
+
 class DiffSegNet(nn.Module):
     """Conditional diffusion segmenter predicting the clean label map (x0 prediction)."""
 
