@@ -102,6 +102,9 @@ class Budget:
     # SyntheticConfig.clinical_catheters: 40 % of the catheters 6-11 px wide with diluted
     # contrast in every frame, J loops (the phases before 12 were drawn without them)
     clinical_catheters: bool = False
+    # a phase that keeps only the first N residual blocks of the start model's denoiser
+    # (model.keep_label_blocks, TrainOptions.label_blocks); 0 keeps them all
+    keep_label_blocks: int = 0
 
 
 CPU = Budget(120, 16, (256, 320, 384, 448, 512, 640, 768), 6000, 8, 128, 24, 32, 3)
@@ -200,6 +203,18 @@ CPU_REFINE = (
     replace(CPU, iterations=3000, batch_size=2, crop_size=384, lr=3e-5, data_seed=130_000,
             context_frames=1, sizes=(384, 512, 640, 768), global_context=True,
             thorax_detail=True, clinical_catheters=True, transition_repeat=1),
+    # phase 14, measured and NOT adopted (--refine 13, from phase 12; 2026-12-08, fp32 CPU,
+    # 39 min): the speed targets of docs/benchmarks.md are missed on CPUs without bf16 (4.87
+    # and 1.18 frames/s at 256 and 512 px on an AVX2-only EPYC), and 60 % of a frame's time
+    # is the denoiser's 4 steps x 4 samples. Its last residual block (dilation 4) goes
+    # (model.keep_label_blocks; the first two keep their weights), then phase 12's crops, rate
+    # and generator on 120 new sequences. Fast enough (512 px 1.50-1.62 frames/s against
+    # 1.11-1.20, alternating), but held out 4 x 4 0.796 / 27.9 px against 0.812 / 23.5 (the
+    # guidewire 0.728 -> 0.696, HD95 18.4 -> 33.8 px), TTA 0.811 / 21.7 against 0.819 / 23.4
+    # (benchmarks/results/phase14_figures.json, docs/model.md)
+    replace(CPU, iterations=3000, batch_size=2, crop_size=384, lr=3e-5, data_seed=140_000,
+            context_frames=1, sizes=(384, 512, 640, 768), global_context=True,
+            thorax_detail=True, clinical_catheters=True, keep_label_blocks=2),
 )
 GPU_REFINE = (
     replace(GPU, iterations=10000, batch_size=8, crop_size=256, lr=1e-4, data_seed=10_000),
@@ -413,6 +428,7 @@ def main() -> None:
         high_t_fraction=budget.high_t_fraction,
         context_frames=budget.context_frames or None,
         global_context=budget.global_context or None,
+        label_blocks=budget.keep_label_blocks or None,
         # phases 1-9 were trained with crop corners inside the frame only (TrainOptions'
         # crop_margin came after them): kept so that each phase trains as it did
         crop_margin=budget.crop_margin,
