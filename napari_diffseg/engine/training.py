@@ -139,10 +139,11 @@ class TrainOptions:
     # model without one (starting at zero, so the model starts as it was); None/False keeps
     # the model's own (a model never loses it), and a new model gets it only with True
     global_context: bool | None = None
-    # the denoiser's residual blocks: fewer than an initial model's keeps its first ones (a
-    # lighter denoiser, model.keep_label_blocks, fine-tuned to recover); a new model gets
-    # this many; None keeps the model's own (or ModelConfig's for a new one)
-    label_blocks: int | None = None
+    # the denoiser's residual blocks: a count fewer than an initial model's keeps its first
+    # ones, a tuple of indices those blocks of it (a lighter denoiser,
+    # model.keep_label_blocks, fine-tuned to recover); a new model gets a count's many;
+    # None keeps the model's own (or ModelConfig's for a new one)
+    label_blocks: int | tuple[int, ...] | None = None
     # anchors (SparseDataset.unlabelled_anchors, labels warped from verified frames): where
     # their confidence is at least this they replace the teacher's pseudo-labels
     anchor_confidence: float = 0.5
@@ -159,7 +160,12 @@ class TrainOptions:
                              f"{self.pseudo_weighting!r}")
         if self.context_frames is not None and not 0 <= self.context_frames <= 4:
             raise ValueError(f"context_frames must be in 0..4, got {self.context_frames}")
-        if self.label_blocks is not None and self.label_blocks < 1:
+        if isinstance(self.label_blocks, (list, tuple)):
+            self.label_blocks = tuple(int(b) for b in self.label_blocks)
+            if not self.label_blocks or min(self.label_blocks) < 0:
+                raise ValueError(f"label_blocks must name blocks 0, 1, ..., got "
+                                 f"{self.label_blocks}")
+        elif self.label_blocks is not None and self.label_blocks < 1:
             raise ValueError(f"label_blocks must be at least 1, got {self.label_blocks}")
         if not 0.0 <= self.crop_margin <= 1.0:
             raise ValueError(f"crop_margin must be in [0, 1], got {self.crop_margin}")
@@ -351,11 +357,12 @@ class Trainer:
             if options.global_context:
                 self.model = add_global_context(self.model)
             if options.label_blocks is not None:
-                if options.label_blocks > self.model.config.label_blocks:
-                    raise ValueError(
-                        f"the initial model's denoiser has {self.model.config.label_blocks} "
-                        f"blocks; fine-tuning can keep fewer, not add {options.label_blocks}")
-                self.model = keep_label_blocks(self.model, options.label_blocks)
+                have = self.model.config.label_blocks
+                wanted = options.label_blocks
+                if (max(wanted) >= have) if isinstance(wanted, tuple) else wanted > have:
+                    raise ValueError(f"the initial model's denoiser has {have} blocks; "
+                                     f"fine-tuning can keep fewer, not {wanted}")
+                self.model = keep_label_blocks(self.model, wanted)
             if data.num_classes > self.model.config.num_classes:
                 raise ValueError(
                     f"the data has {data.num_classes} classes but the initial model predicts "
@@ -368,6 +375,9 @@ class Trainer:
                 changes["context_frames"] = options.context_frames
             if options.global_context is not None:
                 changes["global_context"] = options.global_context
+            if isinstance(options.label_blocks, tuple):
+                raise ValueError("label_blocks names blocks of an initial model; a new model "
+                                 "takes a count")
             if options.label_blocks is not None:
                 changes["label_blocks"] = options.label_blocks
             cfg = ModelConfig(**{**asdict(cfg), **changes})

@@ -9,6 +9,7 @@ every stochastic sample, on the same conditioning.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -29,6 +30,9 @@ class ModelConfig:
     label_width: channels of the label denoiser (also the dimension D of the latent features
         the prototype loss works on).
     label_blocks: residual blocks of the denoiser, with dilations 1, 2, 4, ... (cycled).
+    label_dilations: the dilation of each of the denoiser's blocks, one per block; empty (the
+        default, and checkpoints written before this field existed): 1, 2, 4 cycled.
+        :func:`keep_label_blocks` sets it when the blocks it keeps are not the first ones.
     time_dim: size of the timestep embedding.
     denoiser_stride: the denoiser works on s x s pixel blocks folded into channels (pixel
         unshuffle) and unfolds its logits back to full resolution: s² times fewer positions
@@ -66,8 +70,14 @@ class ModelConfig:
     detail_width: int = 0
     context_frames: int = 0
     global_context: bool = False
+    label_dilations: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        self.label_dilations = tuple(int(d) for d in self.label_dilations)
+        if self.label_dilations and (len(self.label_dilations) != self.label_blocks
+                                     or min(self.label_dilations) < 1):
+            raise ValueError(f"label_dilations {self.label_dilations} must give a dilation "
+                             f">= 1 for each of the {self.label_blocks} denoiser blocks")
         e, s = self.encoder_stride, self.denoiser_stride
         if e < 1 or s < 1 or s % e:
             raise ValueError(
@@ -84,6 +94,11 @@ class ModelConfig:
     @property
     def multiple(self) -> int:
         return max(self.encoder_stride * 2**self.depth, self.denoiser_stride)
+
+    @property
+    def dilations(self) -> tuple[int, ...]:
+        """The dilation of each denoiser block."""
+        return self.label_dilations or tuple(2 ** (i % 3) for i in range(self.label_blocks))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -212,7 +227,7 @@ class LabelDenoiser(nn.Module):
         self.inp_image = nn.Conv2d(config.width * self.feature_fold**2, d, 3, padding=1)
         self.inp_labels = nn.Conv2d(config.num_classes * s * s, d, 3, padding=1, bias=False)
         self.blocks = nn.ModuleList(
-            ResBlock(d, d, emb_dim=e, dilation=2 ** (i % 3)) for i in range(config.label_blocks)
+            ResBlock(d, d, emb_dim=e, dilation=dilation) for dilation in config.dilations
         )
         self.out_norm = _norm(d)
         self.head = nn.Conv2d(d, config.num_classes * s * s, 1)
@@ -319,21 +334,34 @@ def add_global_context(model: DiffSegNet) -> DiffSegNet:
     return new.to(next(model.parameters()).device)
 
 
-def keep_label_blocks(model: DiffSegNet, blocks: int) -> DiffSegNet:
-    """A copy of `model` whose denoiser keeps only its first `blocks` residual blocks: a
-    lighter, faster denoiser (each block is two of the convolutions every DDIM step of every
-    sample runs) that starts from the trained weights and is fine-tuned to make up for the
-    blocks it lost. The blocks are residual, so the copy already answers close to `model`.
-    `model` itself if it has `blocks` blocks; the first blocks keep their dilations (1, 2,
-    4, ... cycled by position), so only trailing blocks can go."""
+def keep_label_blocks(model: DiffSegNet, blocks: int | Sequence[int]) -> DiffSegNet:
+    """A copy of `model` whose denoiser keeps only some of its residual blocks: a lighter,
+    faster denoiser (each block is two of the convolutions every DDIM step of every sample
+    runs) that starts from the trained weights and is fine-tuned to make up for the blocks it
+    lost. The blocks are residual, so the copy already answers close to `model`.
+
+    blocks: a count N keeps the first N; a sequence keeps the blocks of those indices, in
+    order, each with its own dilation (``ModelConfig.label_dilations`` records them when they
+    are not the default 1, 2, 4 cycle). `model` itself if every block is kept."""
     old = model.config
-    if blocks < 1 or blocks > old.label_blocks:
+    keep = list(range(blocks)) if isinstance(blocks, int) else sorted(set(int(b) for b in blocks))
+    if not keep or keep[0] < 0 or keep[-1] >= old.label_blocks:
         raise ValueError(f"the denoiser has {old.label_blocks} blocks; cannot keep {blocks}")
-    if blocks == old.label_blocks:
+    if len(keep) == old.label_blocks:
         return model
-    new = DiffSegNet(ModelConfig(**{**old.to_dict(), "label_blocks": blocks}))
-    dropped = tuple(f"denoiser.blocks.{i}." for i in range(blocks, old.label_blocks))
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith(dropped)}
+    dilations = tuple(old.dilations[i] for i in keep)
+    cycled = tuple(2 ** (i % 3) for i in range(len(keep)))
+    new = DiffSegNet(ModelConfig(**{**old.to_dict(), "label_blocks": len(keep),
+                                    "label_dilations": () if dilations == cycled
+                                    else dilations}))
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("denoiser.blocks."):
+            index, rest = key[len("denoiser.blocks."):].split(".", 1)
+            if int(index) not in keep:
+                continue
+            key = f"denoiser.blocks.{keep.index(int(index))}.{rest}"
+        state[key] = value
     new.load_state_dict(state)
     return new.to(next(model.parameters()).device)
 

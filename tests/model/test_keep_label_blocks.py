@@ -47,7 +47,34 @@ def test_the_kept_blocks_keep_their_weights_and_dilations():
     torch.testing.assert_close(latent_a, latent_b)
 
 
-@pytest.mark.parametrize("blocks", [0, 4])
+def test_kept_blocks_chosen_by_index_keep_their_own_dilations(tmp_path):
+    """Keeping blocks 0 and 2 (dilations 1 and 4) drops the middle one: the copy records the
+    dilations, a checkpoint keeps them, and the copy is the model without that block."""
+    torch.manual_seed(2)
+    full = DiffSegNet(TINY).eval()
+    light = keep_label_blocks(full, (0, 2)).eval()
+    assert light.config.label_dilations == (1, 4) == light.config.dilations
+    assert [b.conv1.dilation for b in light.denoiser.blocks] == [(1, 1), (4, 4)]
+    torch.testing.assert_close(light.state_dict()["denoiser.blocks.1.conv2.weight"],
+                               full.state_dict()["denoiser.blocks.2.conv2.weight"])
+    middle = full.denoiser.blocks[1]
+    torch.nn.init.zeros_(middle.conv2.weight)
+    torch.nn.init.zeros_(middle.conv2.bias)
+    image, x_t, t = torch.randn(2, 1, 32, 32), torch.randn(2, 4, 32, 32), torch.tensor([.3, .6])
+    with torch.no_grad():
+        torch.testing.assert_close(full(image, x_t, t)[0], light(image, x_t, t)[0])
+    # the first blocks keep the default cycle, so nothing needs recording
+    assert keep_label_blocks(full, (0, 1)).config.label_dilations == ()
+    path = save_checkpoint(tmp_path / "light.pt", Checkpoint(
+        light.config.to_dict(), light.state_dict(), dict(DEFAULT_CLASSES),
+        dict(DEFAULT_NORMALISATION), {"timesteps": 10}))
+    again = build_model(load_checkpoint(path))
+    assert again.config.dilations == (1, 4)
+    with pytest.raises(ValueError, match="a dilation >= 1 for each"):
+        ModelConfig(**{**TINY.to_dict(), "label_dilations": (1, 2)})
+
+
+@pytest.mark.parametrize("blocks", [0, 4, (3,), ()])
 def test_blocks_can_only_go(blocks):
     with pytest.raises(ValueError, match="cannot keep"):
         keep_label_blocks(DiffSegNet(TINY), blocks)
@@ -83,6 +110,21 @@ def test_fine_tuning_with_fewer_blocks_trains_them_and_the_checkpoint_keeps_them
         train(_data(), TrainOptions(mode="supervised", iterations=1, batch_size=2,
                                     crop_size=32, val_every=0, device="cpu", label_blocks=2),
               init=out)
+
+
+def test_fine_tuning_can_keep_blocks_by_index(tmp_path):
+    torch.manual_seed(0)
+    start = save_checkpoint(tmp_path / "start.pt", Checkpoint(
+        TINY.to_dict(), DiffSegNet(TINY).state_dict(), dict(DEFAULT_CLASSES),
+        dict(DEFAULT_NORMALISATION), {"timesteps": 10}))
+    result = train(_data(), TrainOptions(mode="supervised", iterations=2, batch_size=2,
+                                         crop_size=32, val_every=0, device="cpu",
+                                         label_blocks=[0, 2]), init=load_checkpoint(start))
+    assert result.model.config.dilations == (1, 4)
+    with pytest.raises(ValueError, match="can keep fewer"):
+        train(_data(), TrainOptions(mode="supervised", iterations=1, batch_size=2,
+                                    crop_size=32, val_every=0, device="cpu",
+                                    label_blocks=(0, 3)), init=load_checkpoint(start))
 
 
 def test_a_new_model_gets_the_blocks_asked_for():
