@@ -293,7 +293,7 @@ class LabelDenoiser(nn.Module):
 #: values of fields added to :class:`ModelConfig` after checkpoints were first written: a
 #: stored config without the field describes this architecture
 LEGACY_DEFAULTS = {"encoder_stride": 1, "detail_width": 0, "context_frames": 0,
-                   "global_context": False}
+                   "global_context": False, "label_dilations": ()}
 
 
 def expand_context(model: DiffSegNet, context_frames: int) -> DiffSegNet:
