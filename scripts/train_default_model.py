@@ -218,7 +218,8 @@ CPU_REFINE = (
             thorax_detail=True, clinical_catheters=True, keep_label_blocks=2),
     # phase 15 (--refine 14, from phase 12): phase 14 with the middle block (dilation 2)
     # dropped instead of the last (dilation 4), so that the denoiser keeps the 32 px reach to
-    # each side along the guidewire that phase 14 lost with the last block; the same speed
+    # each side along the guidewire that phase 14 lost with the last block; as many
+    # convolutions per step as phase 14 (its speed not measured yet)
     replace(CPU, iterations=3000, batch_size=2, crop_size=384, lr=3e-5, data_seed=150_000,
             context_frames=1, sizes=(384, 512, 640, 768), global_context=True,
             thorax_detail=True, clinical_catheters=True, keep_label_blocks=(0, 2)),

@@ -356,13 +356,8 @@ class Trainer:
                 self.model = expand_context(self.model, wanted)
             if options.global_context:
                 self.model = add_global_context(self.model)
-            if options.label_blocks is not None:
-                have = self.model.config.label_blocks
-                wanted = options.label_blocks
-                if (max(wanted) >= have) if isinstance(wanted, tuple) else wanted > have:
-                    raise ValueError(f"the initial model's denoiser has {have} blocks; "
-                                     f"fine-tuning can keep fewer, not {wanted}")
-                self.model = keep_label_blocks(self.model, wanted)
+            if options.label_blocks is not None:  # raises for blocks the model lacks
+                self.model = keep_label_blocks(self.model, options.label_blocks)
             if data.num_classes > self.model.config.num_classes:
                 raise ValueError(
                     f"the data has {data.num_classes} classes but the initial model predicts "

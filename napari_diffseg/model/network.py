@@ -17,6 +17,11 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def cycled_dilations(blocks: int) -> tuple[int, ...]:
+    """The denoiser's default dilations: 1, 2, 4 cycled over `blocks` blocks."""
+    return tuple(2 ** (i % 3) for i in range(blocks))
+
+
 @dataclass
 class ModelConfig:
     """Architecture of :class:`DiffSegNet` (stored in checkpoints as a plain dict).
@@ -98,7 +103,7 @@ class ModelConfig:
     @property
     def dilations(self) -> tuple[int, ...]:
         """The dilation of each denoiser block."""
-        return self.label_dilations or tuple(2 ** (i % 3) for i in range(self.label_blocks))
+        return self.label_dilations or cycled_dilations(self.label_blocks)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -346,14 +351,14 @@ def keep_label_blocks(model: DiffSegNet, blocks: int | Sequence[int]) -> DiffSeg
     old = model.config
     keep = list(range(blocks)) if isinstance(blocks, int) else sorted(set(int(b) for b in blocks))
     if not keep or keep[0] < 0 or keep[-1] >= old.label_blocks:
-        raise ValueError(f"the denoiser has {old.label_blocks} blocks; cannot keep {blocks}")
+        raise ValueError(f"the denoiser has {old.label_blocks} blocks; a copy can keep fewer, "
+                         f"cannot keep {blocks}")
     if len(keep) == old.label_blocks:
         return model
     dilations = tuple(old.dilations[i] for i in keep)
-    cycled = tuple(2 ** (i % 3) for i in range(len(keep)))
     new = DiffSegNet(ModelConfig(**{**old.to_dict(), "label_blocks": len(keep),
-                                    "label_dilations": () if dilations == cycled
-                                    else dilations}))
+                                    "label_dilations": () if dilations == cycled_dilations(
+                                        len(keep)) else dilations}))
     state = {}
     for key, value in model.state_dict().items():
         if key.startswith("denoiser.blocks."):
